@@ -1,0 +1,55 @@
+"""`rrlfeh <stage>`: the one entry point that dvc.yaml and MLproject call."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rrlfeh import config
+
+
+def _acquire(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import acquire
+
+    params = config.load_params(args.params)
+    p = config.acquire_params(params, Path(args.params).resolve().parent)
+    acquire.run(p, Path(args.metrics))
+
+
+STAGES = {
+    "acquire": (_acquire, "reports/acquire.json",
+                "fetch or generate data/raw (stars, epochs, labels)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One sub-command a stage, each with --params and --metrics."""
+    parser = argparse.ArgumentParser(prog="rrlfeh", description=__doc__)
+    sub = parser.add_subparsers(dest="stage", required=True)
+    for name, (func, metrics, helptext) in STAGES.items():
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+        sp.add_argument("--metrics", default=metrics, help=f"metrics JSON (default {metrics})")
+        sp.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the stage; errors end with a one-line message, exit 1."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (config.ConfigError, FileNotFoundError, ValueError, ConnectionError) as exc:
+        print(f"rrlfeh {args.stage}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

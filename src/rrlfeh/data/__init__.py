@@ -1,0 +1,1 @@
+"""Sources of the three raw tables (stars, epochs, labels) and their schema."""

@@ -1,0 +1,153 @@
+"""Source `files`: local extracts of epoch photometry, an optional stars table, and labels.
+
+Where the stars table is absent or lacks period, epoch of maximum, type, amplitude or phi31 (as in
+the real ../shared Gaia DR3 set), they are derived from the light curve and flagged *_derived.
+Stars that cannot be fitted are set aside with the reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rrlfeh.data import schema
+
+# vari_rrlyrae column names -> ours, for a stars table downloaded from the Gaia archive.
+VARI_RRLYRAE_NAMES = {
+    "best_classification": "type",
+    "epoch_g": "epoch_max",
+    "peak_to_peak_g": "amplitude_g",
+    "int_average_g": "mean_mag_g",
+    "num_clean_epochs_g": "n_epochs_g",
+}
+
+# What derivation fills, and the flag that says it did.
+DERIVABLE = {
+    "period": "period_derived",
+    "epoch_max": "epoch_derived",
+    "type": "type_derived",
+    "amplitude_g": "amplitude_derived",
+    "phi31_g": "phi31_derived",
+}
+
+
+@dataclass(frozen=True)
+class RawTables:
+    """What every source hands to stage `acquire`: the three tables and the stars set aside."""
+
+    stars: pd.DataFrame
+    epochs: pd.DataFrame
+    labels: pd.DataFrame
+    rejected: pd.DataFrame
+
+    def conformed(self) -> RawTables:
+        """The same tables with exactly the schema's columns and dtypes."""
+        return RawTables(
+            stars=schema.conform(self.stars, schema.STARS, "stars"),
+            epochs=schema.conform(self.epochs, schema.EPOCHS, "epochs"),
+            labels=schema.conform(self.labels, schema.LABELS, "labels"),
+            rejected=schema.conform(self.rejected, schema.REJECTED, "rejected"),
+        )
+
+
+def empty(table: dict[str, str]) -> pd.DataFrame:
+    """An empty frame with the columns and dtypes of `table`."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in table.items()})
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a csv or parquet table, naming the file when it is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input file not found: {path}")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def stars_from_catalogue(df: pd.DataFrame) -> pd.DataFrame:
+    """A stars table in our names from ours or from gaiadr3.vari_rrlyrae's (pf / p1_o -> period)."""
+    out = df.rename(columns=VARI_RRLYRAE_NAMES)
+    if "period" not in out.columns and ("pf" in out.columns or "p1_o" in out.columns):
+        pf = out["pf"] if "pf" in out.columns else pd.Series(np.nan, index=out.index)
+        p1 = out["p1_o"] if "p1_o" in out.columns else pd.Series(np.nan, index=out.index)
+        out["period"] = np.where(out.get("type", pd.Series("", index=out.index)) == "RRc", p1, pf)
+        out["period"] = out["period"].fillna(pf).fillna(p1)
+    if "source_id" not in out.columns:
+        raise schema.SchemaError(
+            f"stars table has no source_id column (have {sorted(out.columns)})")
+    return out
+
+
+def clean_epoch_counts(epochs: pd.DataFrame) -> pd.Series:
+    """Number of clean (not rejected, finite) G epochs per source_id."""
+    ok = ~epochs["rejected"] & np.isfinite(epochs["mag"]) & np.isfinite(epochs["time"])
+    return epochs.loc[ok].groupby("source_id").size()
+
+
+def complete_stars(catalogue: pd.DataFrame | None, epochs: pd.DataFrame,
+                   derive_kwargs: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One stars row per star with epochs: catalogue values where known, derived ones elsewhere.
+
+    Returns (stars, rejected): stars the light curve could not supply a needed value for are
+    rejected with the fit's reason; catalogue stars without any epoch photometry likewise.
+    """
+    from rrlfeh.lightcurve.derive import derive_light_curve_parameters
+
+    ids = np.sort(epochs["source_id"].unique())
+    stars = pd.DataFrame({"source_id": ids})
+    rejected = [empty(schema.REJECTED)]
+    if catalogue is not None:
+        cat = stars_from_catalogue(catalogue)
+        orphan = np.setdiff1d(cat["source_id"].to_numpy(), ids)
+        if orphan.size:
+            rejected.append(pd.DataFrame({"source_id": orphan, "stage": "acquire",
+                                          "reason": "in the stars table but no epoch photometry"}))
+        stars = stars.merge(cat, on="source_id", how="left")
+    for col in (*DERIVABLE, "mean_mag_g", "phi31_g_error", "r21_g", "n_epochs_g"):
+        if col not in stars.columns:
+            stars[col] = np.nan
+    counts = clean_epoch_counts(epochs).reindex(stars["source_id"]).fillna(0).to_numpy()
+    stars["n_epochs_g"] = stars["n_epochs_g"].fillna(pd.Series(counts, index=stars.index))
+
+    missing = pd.DataFrame({c: stars[c].isna() for c in DERIVABLE})
+    need = missing.any(axis=1).to_numpy()
+    for flag in DERIVABLE.values():
+        stars[flag] = False
+    if need.any():
+        sub = epochs[epochs["source_id"].isin(stars.loc[need, "source_id"])]
+        derived = derive_light_curve_parameters(sub, **dict(derive_kwargs)).set_index("source_id")
+        derived = derived.reindex(stars["source_id"])
+        # A derived value is only as good as its fit; the others follow the derived period.
+        for col, flag in DERIVABLE.items():
+            fill = missing[col].to_numpy() & derived["fit_ok"].fillna(False).to_numpy(bool)
+            stars.loc[fill, col] = derived[col].to_numpy()[fill]
+            stars.loc[fill, flag] = True
+        for col in ("mean_mag_g", "phi31_g_error", "r21_g"):
+            fill = stars[col].isna().to_numpy() & need
+            stars.loc[fill, col] = derived[col].to_numpy()[fill]
+        failed = need & ~derived["fit_ok"].fillna(False).to_numpy(bool)
+        if failed.any():
+            rejected.append(pd.DataFrame({
+                "source_id": stars.loc[failed, "source_id"].to_numpy(), "stage": "acquire",
+                "reason": derived["fit_reason"].to_numpy()[failed]}))
+            stars = stars.loc[~failed]
+    return stars.reset_index(drop=True), pd.concat(rejected, ignore_index=True)
+
+
+def acquire_from_files(epochs_path: Path, labels_path: Path | None, stars_path: Path | None = None,
+                       derive_kwargs: Mapping[str, Any] | None = None) -> RawTables:
+    """Read local extracts and complete the stars table from the light curves where needed."""
+    from rrlfeh.data.gaia import read_labels
+    from rrlfeh.data.layouts import read_epoch_photometry
+
+    epochs = read_epoch_photometry(epochs_path)
+    labels = read_labels(labels_path) if labels_path is not None else empty(schema.LABELS)
+    catalogue = read_table(stars_path) if stars_path is not None else None
+    stars, rejected = complete_stars(catalogue, epochs, derive_kwargs or {})
+    return RawTables(stars=stars, epochs=epochs, labels=labels, rejected=rejected).conformed()

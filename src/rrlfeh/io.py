@@ -1,0 +1,41 @@
+"""Crash-safe writing of stage outputs: a file is either the old one or the complete new one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write `df` to `path` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    _replace(tmp, path)
+    return path
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write `obj` as indented JSON (DVC metrics) through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    _replace(tmp, path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and paths in metrics become plain JSON values."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

@@ -1,0 +1,1 @@
+"""Pure, vectorised light-curve science: period search, Fourier fits, classification."""

@@ -1,0 +1,43 @@
+"""params.yaml -> typed settings, and the errors a user sees for a bad one."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rrlfeh import config
+from conftest import REPO
+
+
+def test_repository_params_load_and_resolve_paths():
+    params = config.load_params(REPO / "params.yaml")
+    p = config.acquire_params(params, REPO)
+    assert p.source in config.SOURCES
+    assert p.out_dir == REPO / "data" / "raw"
+    assert p.files.epochs.is_absolute()
+    assert p.gaia.batch_size <= 5000
+
+
+def test_unknown_source_is_named(tmp_path: Path):
+    params = {"acquire": {"source": "sdss", "out_dir": "data/raw"}}
+    with pytest.raises(config.ConfigError, match="sdss"):
+        config.acquire_params(params, tmp_path)
+
+
+def test_files_source_needs_an_epochs_path(tmp_path: Path):
+    params = {"acquire": {"source": "files", "files": {"labels": "x.csv"}}}
+    with pytest.raises(config.ConfigError, match="acquire.files.epochs"):
+        config.acquire_params(params, tmp_path)
+
+
+def test_missing_params_file_is_named(tmp_path: Path):
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load_params(tmp_path / "params.yaml")
+
+
+def test_absolute_paths_are_kept(tmp_path: Path):
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({"acquire": {"source": "files", "files": {"epochs": "/abs/e.parquet"}}}))
+    p = config.acquire_params(config.load_params(f), tmp_path)
+    assert p.files.epochs == Path("/abs/e.parquet")
+    assert p.files.labels is None
