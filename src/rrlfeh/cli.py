@@ -19,9 +19,20 @@ def _acquire(args: argparse.Namespace) -> None:
     acquire.run(p, Path(args.metrics))
 
 
+def _validate(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import validate
+
+    params = config.load_params(args.params)
+    root = Path(args.params).resolve().parent
+    p = config.acquire_params(params, root)
+    validate.run(p.out_dir, config.section(params, "validate"), root, Path(args.metrics))
+
+
 STAGES = {
     "acquire": (_acquire, "reports/acquire.json",
                 "fetch or generate data/raw (stars, epochs, labels)"),
+    "validate": (_validate, "reports/validate.json",
+                 "Great Expectations quality cuts -> data/validated (kept, rejected)"),
 }
 
 

@@ -69,6 +69,11 @@ def _section(params: Mapping[str, Any], key: str, where: str) -> Mapping[str, An
     return params[key]
 
 
+def section(params: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A top-level section of params.yaml, read-only (ConfigError when missing)."""
+    return _frozen(_section(params, key, ""))
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """The raw params.yaml as a dict (raises ConfigError when absent or not a mapping)."""
     path = Path(path)

@@ -53,8 +53,12 @@ LABELS: dict[str, str] = {
 }
 
 def phi31_sine(phi31_cosine):
-    """The sine-series phi31 (about 5.1 rad for RRab) of a cosine-series one: +pi, mod 2 pi."""
-    return np.mod(np.asarray(phi31_cosine, dtype=float) + np.pi, 2 * np.pi)
+    """The sine-series phi31 of a cosine-series one: +pi, in [pi/2, 5 pi/2).
+
+    The window keeps RRab values (cosine 2.0-3.4 rad -> sine 5.1-6.5 rad) unwrapped, so linear
+    [Fe/H] relations stay continuous for metal-rich stars.
+    """
+    return np.mod(np.asarray(phi31_cosine, dtype=float) + np.pi / 2, 2 * np.pi) + np.pi / 2
 
 
 DERIVED_FLAGS: tuple[str, ...] = tuple(c for c in STARS if c.endswith("_derived"))
