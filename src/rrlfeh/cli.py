@@ -28,11 +28,24 @@ def _validate(args: argparse.Namespace) -> None:
     validate.run(p.out_dir, config.section(params, "validate"), root, Path(args.metrics))
 
 
+def _preprocess(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import preprocess
+
+    params = config.load_params(args.params)
+    root = Path(args.params).resolve().parent
+    raw = config.acquire_params(params, root).out_dir
+    validated = root / config.section(params, "validate").get("out_dir", "data/validated")
+    preprocess.run(raw, validated / "stars.parquet", config.section(params, "preprocess"), root,
+                   Path(args.metrics))
+
+
 STAGES = {
     "acquire": (_acquire, "reports/acquire.json",
                 "fetch or generate data/raw (stars, epochs, labels)"),
     "validate": (_validate, "reports/validate.json",
                  "Great Expectations quality cuts -> data/validated (kept, rejected)"),
+    "preprocess": (_preprocess, "reports/preprocess.json",
+                   "fold, smooth, resample, standardise, weights -> data/processed/<type>.npz"),
 }
 
 

@@ -96,15 +96,16 @@ def bailey_diagram(period: Sequence[float], amplitude: Sequence[float], feh: Seq
     return _save(fig, path, dpi)
 
 
-def standardised_curves(phase_grid: Sequence[float], curves_by_type: Mapping[str, np.ndarray],
+def standardised_curves(phase_grid: Sequence[float] | None,
+                        curves_by_type: Mapping[str, np.ndarray],
                         path: str | Path, *, max_curves: int = 300, seed: int = 0,
                         invert_y: bool = True, dpi: int = 150) -> Path:
     """Standardised light curves per type overplotted thinly, with their median (paper Fig. 2).
 
     At most `max_curves` curves a type are drawn (a random subset, fixed by `seed`); the median
     is over all of them. `invert_y` puts maximum light (bright magnitudes) at the top.
+    `phase_grid` None: each type on its own uniform grid k / n_points (types may differ in length).
     """
-    phase = np.asarray(phase_grid, dtype=float)
     if not curves_by_type:
         raise ValueError("curves_by_type is empty: nothing to plot")
     rng = np.random.default_rng(seed)
@@ -112,6 +113,8 @@ def standardised_curves(phase_grid: Sequence[float], curves_by_type: Mapping[str
     axes = fig.subplots(1, len(curves_by_type), sharey=True, squeeze=False)[0]
     for ax, (t, curves) in zip(axes, curves_by_type.items(), strict=True):
         curves = np.atleast_2d(np.asarray(curves, dtype=float))
+        phase = (np.arange(curves.shape[1]) / curves.shape[1] if phase_grid is None
+                 else np.asarray(phase_grid, dtype=float))
         if curves.shape[1] != phase.size:
             raise ValueError(f"{t}: curves have {curves.shape[1]} points, the phase grid "
                              f"{phase.size}")

@@ -1,0 +1,153 @@
+"""Stage `preprocess`: fold, smooth, resample, standardise; KDE weights and strata; one array
+file a type (data/processed/<type>.npz) holding everything training needs, plus the figures.
+
+Input is either the stars kept by `validate` with their raw epochs (source `raw`) or curves that
+were folded elsewhere (source `folded`, e.g. DG22). Curves that cannot be processed are written to
+data/processed/rejected.parquet with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rrlfeh.data import schema
+from rrlfeh.io import write_json, write_parquet
+from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
+from rrlfeh.weights import feh_strata, kde_weights
+
+log = logging.getLogger(__name__)
+
+
+def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[str, Any],
+                    strata: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays of one type: X = (standardised mag, phase x period) per step, y, weights, ..."""
+    n = len(pc)
+    x = np.stack([pc.curves, pc.time_in_cycle], axis=-1).astype(np.float32)
+    w = kde_weights(feh, **weights) if n else np.empty(0)
+    s = feh_strata(feh, **strata) if n else np.empty(0, dtype=int)
+    return {
+        "X": x, "y": feh.astype(np.float32), "weights": w.astype(np.float32),
+        "strata": s.astype(np.int16), "source_id": pc.source_id, "phase_grid": pc.phase_grid,
+        "period": pc.period, "amplitude": pc.amplitude, "mean_mag": pc.mean_mag,
+        "std_mag": pc.std_mag, "n_epochs": pc.n_epochs, "spline_log10_lam": pc.log10_lam,
+        "spline_edf": pc.edf, "spline_resid_rms": pc.resid_rms, "spline_gcv": pc.gcv,
+        "max_phase_gap": pc.max_phase_gap, "phase_shift": pc.phase_shift,
+    }
+
+
+def save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
+    """np.savez through a temporary file and a rename (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def from_raw(raw_dir: Path, validated: Path, p: Mapping[str, Any]):
+    """Per type: (stars with labels, processed curves, rejected) from validated stars + epochs."""
+    stars = pd.read_parquet(validated)
+    epochs = pd.read_parquet(raw_dir / "epochs.parquet")
+    epochs = epochs[epochs["source_id"].isin(stars["source_id"])]
+    for kind in schema.TYPES:
+        s = stars[stars["type"] == kind].reset_index(drop=True)
+        e = epochs[epochs["source_id"].isin(s["source_id"])]
+        pc, rej = preprocess_tables(e, s, use_mag_error=bool(p.get("use_mag_error", True)),
+                                    n_points=int(p["n_points"][kind]), **dict(p.get("curves", {})))
+        yield kind, s, pc, rej
+
+
+def from_folded(root: Path, p: Mapping[str, Any]):
+    """The pre-folded curves (one type), with labels and, when given, periods."""
+    from rrlfeh.data.dg22 import read_dg22_curves, read_dg22_labels
+    from rrlfeh.data.files import read_table
+
+    f = p["folded"]
+    kind = f.get("type", "RRab")
+    curves = read_dg22_curves(root / f["curves"])
+    labels = read_dg22_labels(root / f["labels"])
+    stars = labels[labels["source_id"].isin(curves["source_id"])].reset_index(drop=True)
+    period = np.full(len(stars), np.nan)
+    if f.get("periods"):
+        per = read_table(root / f["periods"]).set_index("source_id")["period"]
+        period = per.reindex(stars["source_id"]).to_numpy(float)
+    stars = stars.assign(type=kind, period=period, amplitude_g=np.nan)
+    c = curves[curves["source_id"].isin(stars["source_id"])]
+    pc, rej = preprocess_folded(c["source_id"].to_numpy(np.int64), c["phase"].to_numpy(float),
+                                c["mag"].to_numpy(float), star_id=stars["source_id"].to_numpy(),
+                                period=period, n_points=int(p["n_points"][kind]),
+                                align_max=bool(f.get("align_max", True)),
+                                **dict(p.get("curves", {})))
+    yield kind, stars, pc, rej
+    for other in schema.TYPES:
+        if other != kind:
+            yield other, stars.iloc[:0], _empty_like(pc, int(p["n_points"][other])), rej.iloc[:0]
+
+
+def _empty_like(pc: ProcessedCurves, n_points: int) -> ProcessedCurves:
+    """A ProcessedCurves with no stars (a type absent from the input still gets its file)."""
+    fields = {k: v[:0] for k, v in vars(pc).items()}
+    fields["curves"] = np.empty((0, n_points), np.float32)
+    fields["time_in_cycle"] = np.empty((0, n_points), np.float32)
+    fields["phase_grid"] = np.arange(n_points) / n_points
+    return ProcessedCurves(**fields)
+
+
+def figures(stars: pd.DataFrame, arrays: Mapping[str, Mapping[str, np.ndarray]], out: Path) -> None:
+    """Paper Figs. 1-3: Bailey diagram, standardised curves, [Fe/H] with the weights."""
+    from rrlfeh import plots
+
+    plots.bailey_diagram(stars["period"].to_numpy(float), stars["amplitude_g"].to_numpy(float),
+                         stars["feh"].to_numpy(float), stars["type"].to_numpy(str),
+                         out / "bailey.png")
+    plots.standardised_curves(None, {k: a["X"][..., 0] for k, a in arrays.items() if len(a["y"])},
+                              out / "curves.png")
+    feh = np.concatenate([a["y"] for a in arrays.values()])
+    w = np.concatenate([a["weights"] for a in arrays.values()])
+    by_type = np.concatenate([[k] * len(a["y"]) for k, a in arrays.items()])
+    plots.feh_distribution(feh, w, out / "feh_weights.png", by_type=by_type)
+
+
+def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
+        metrics_path: Path) -> dict[str, Any]:
+    """Process every type; write <type>.npz, rejected.parquet, figures and metrics."""
+    out_dir = root / p.get("out_dir", "data/processed")
+    source = p.get("source", "raw")
+    if source not in ("raw", "folded"):
+        raise ValueError(f"preprocess.source must be 'raw' or 'folded', got {source!r}")
+    parts = from_raw(raw_dir, validated, p) if source == "raw" else from_folded(root, p)
+    metrics: dict[str, Any] = {"source": source, "by_type": {}}
+    arrays, rejected, all_stars = {}, [], []
+    t0 = time.perf_counter()
+    for kind, stars, pc, rej in parts:
+        feh = stars.set_index("source_id")["feh"].reindex(pc.source_id).to_numpy(float)
+        arrays[kind] = training_arrays(pc, feh, weights=p.get("weights", {}),
+                                       strata=p.get("strata", {}))
+        save_npz(arrays[kind], out_dir / f"{kind}.npz")
+        rejected.append(rej.assign(stage="preprocess"))
+        all_stars.append(stars)
+        metrics["by_type"][kind] = {
+            "n_in": len(stars), "n_kept": len(pc), "n_rejected": len(rej),
+            "median_spline_resid_rms": float(np.median(pc.resid_rms)) if len(pc) else None,
+            "median_spline_edf": float(np.median(pc.edf)) if len(pc) else None,
+            "n_points": int(pc.curves.shape[1]),
+        }
+        log.info("preprocess %s: %d in, %d kept, %d rejected (%.1f s)", kind, len(stars), len(pc),
+                 len(rej), time.perf_counter() - t0)
+        t0 = time.perf_counter()
+    rej = pd.concat(rejected, ignore_index=True)
+    write_parquet(schema.conform(rej, schema.REJECTED, "rejected"), out_dir / "rejected.parquet")
+    metrics["rejected_by_reason"] = (rej["reason"].str.split("; ").explode()
+                                     .str.replace(r"[\d.eE+-]+", "#", regex=True)
+                                     .value_counts().to_dict())
+    figures(pd.concat(all_stars, ignore_index=True), arrays, root / p.get("figures_dir",
+                                                                          "reports/figures"))
+    write_json(metrics, metrics_path)
+    return metrics
