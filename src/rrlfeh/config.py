@@ -17,7 +17,7 @@ class ConfigError(ValueError):
     """params.yaml is missing a key or holds a value the pipeline cannot use."""
 
 
-def _frozen(d: Mapping[str, Any] | None) -> Mapping[str, Any]:
+def _frozen(d: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(d or {}))
 
 

@@ -111,7 +111,8 @@ def complete_stars(catalogue: pd.DataFrame | None, epochs: pd.DataFrame,
         stars = stars.merge(cat, on="source_id", how="left")
     for col in (*DERIVABLE, "mean_mag_g", "phi31_g_error", "r21_g", "n_epochs_g"):
         if col not in stars.columns:
-            stars[col] = np.nan
+            stars[col] = pd.Series(None, index=stars.index, dtype=object) if col == "type" \
+                else np.nan
     counts = clean_epoch_counts(epochs).reindex(stars["source_id"]).fillna(0).to_numpy()
     stars["n_epochs_g"] = stars["n_epochs_g"].fillna(pd.Series(counts, index=stars.index))
 

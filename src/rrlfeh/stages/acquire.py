@@ -33,14 +33,15 @@ def from_synthetic(kwargs: dict[str, Any]) -> RawTables:
                      rejected=empty(schema.REJECTED)).conformed()
 
 
-def from_gaia(p: AcquireParams) -> RawTables:
-    """The Gaia archive through astroquery (resumable batches)."""
+def from_gaia(p: AcquireParams, client: Any = None) -> RawTables:
+    """The Gaia archive through astroquery (resumable batches); `client` replaces astroquery's
+    Gaia object (tests inject one at that boundary)."""
     from rrlfeh.data.gaia import acquire_from_gaia
 
     g = p.gaia
     stars, epochs, labels = acquire_from_gaia(
         g.cache_dir, g.labels, max_stars=g.max_stars, batch_size=g.batch_size,
-        retries=g.retries, backoff_s=g.backoff_s, timeout_s=g.timeout_s)
+        retries=g.retries, backoff_s=g.backoff_s, timeout_s=g.timeout_s, client=client)
     missing = ~stars["source_id"].isin(epochs["source_id"])
     rejected = pd.DataFrame({"source_id": stars.loc[missing, "source_id"], "stage": "acquire",
                              "reason": "no epoch photometry returned by the Gaia archive"})
@@ -48,14 +49,14 @@ def from_gaia(p: AcquireParams) -> RawTables:
                      rejected=rejected).conformed()
 
 
-def collect(p: AcquireParams) -> RawTables:
-    """Run the source that params.yaml chose."""
+def collect(p: AcquireParams, client: Any = None) -> RawTables:
+    """Run the source that params.yaml chose (`client`: see from_gaia)."""
     if p.source == "synthetic":
         return from_synthetic(dict(p.synthetic))
     if p.source == "files":
         f = p.files
         return acquire_from_files(f.epochs, f.labels, f.stars, dict(p.derive))
-    return from_gaia(p)
+    return from_gaia(p, client)
 
 
 def summarise(t: RawTables) -> dict[str, Any]:
