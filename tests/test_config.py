@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from rrlfeh import config
-from conftest import REPO
 
 
 def test_repository_params_load_and_resolve_paths():
@@ -37,7 +37,8 @@ def test_missing_params_file_is_named(tmp_path: Path):
 
 def test_absolute_paths_are_kept(tmp_path: Path):
     f = tmp_path / "p.yaml"
-    f.write_text(yaml.safe_dump({"acquire": {"source": "files", "files": {"epochs": "/abs/e.parquet"}}}))
+    params = {"acquire": {"source": "files", "files": {"epochs": "/abs/e.parquet"}}}
+    f.write_text(yaml.safe_dump(params))
     p = config.acquire_params(config.load_params(f), tmp_path)
     assert p.files.epochs == Path("/abs/e.parquet")
     assert p.files.labels is None

@@ -8,7 +8,8 @@ from rrlfeh.weights import feh_strata, kde_weights
 
 def halo_like(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return np.concatenate([rng.normal(-1.5, 0.3, int(n * 0.9)), rng.normal(-0.5, 0.3, n - int(n * 0.9))])
+    n_halo = int(n * 0.9)
+    return np.concatenate([rng.normal(-1.5, 0.3, n_halo), rng.normal(-0.5, 0.3, n - n_halo)])
 
 
 def test_weights_sum_to_n_and_favour_the_tails():
