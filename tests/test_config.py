@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
 
 from rrlfeh import config
+
+from conftest import REPO
 
 
 def test_repository_params_load_and_resolve_paths():
