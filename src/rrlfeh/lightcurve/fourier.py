@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rrlfeh.lightcurve.period import max_harmonics_for
+from rrlfeh.lightcurve.period import light_curve_arrays, max_harmonics_for
 
 TWO_PI = 2.0 * np.pi
 
@@ -94,12 +94,8 @@ def fit_fourier(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, period: float
     model's minimum magnitude (found on `phase_grid` phases, then refined by a parabola), moved to
     the cycle nearest the mean observation time, where a period error shifts it least.
     """
-    t = np.asarray(t, float)
-    mag = np.asarray(mag, float)
-    sigma = np.asarray(sigma, float)
+    t, mag, sigma = light_curve_arrays(t, mag, sigma)
     n = len(t)
-    if not (len(mag) == n == len(sigma)):
-        raise ValueError(f"t, mag, sigma lengths differ: {n}, {len(mag)}, {len(sigma)}")
     if not (np.isfinite(period) and period > 0):
         raise ValueError(f"period must be finite and > 0, got {period}")
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(mag))

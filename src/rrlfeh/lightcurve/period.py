@@ -244,6 +244,14 @@ def subharmonic_p_value(chi2_sub: float, chi2_full: float, n_points: int, n_harm
     return float(betainc(0.5 * dof, 0.5 * q, chi2_full / (chi2_full + gain)))
 
 
+def light_curve_arrays(t, mag, sigma) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One star's (t, mag, sigma) as float arrays of equal length (ValueError otherwise)."""
+    t, mag, sigma = (np.asarray(a, float) for a in (t, mag, sigma))
+    if not (len(mag) == len(t) == len(sigma)):
+        raise ValueError(f"t, mag, sigma lengths differ: {len(t)}, {len(mag)}, {len(sigma)}")
+    return t, mag, sigma
+
+
 def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
                   min_period: float = 0.2, max_period: float = 1.0,
                   oversampling: float = 5.0, coarse_harmonics: int = 2,
@@ -265,12 +273,8 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
     If the harmonics that are not multiples of m (m = 2, 3) are not significant at
     `subharmonic_alpha` (F-test), the period is a multiple of the true one and P/m is taken.
     """
-    t = np.asarray(t, float)
-    mag = np.asarray(mag, float)
-    sigma = np.asarray(sigma, float)
+    t, mag, sigma = light_curve_arrays(t, mag, sigma)
     n = len(t)
-    if not (len(mag) == n == len(sigma)):
-        raise ValueError(f"t, mag, sigma lengths differ: {n}, {len(mag)}, {len(sigma)}")
     if not 0 < min_period < max_period:
         raise ValueError(f"need 0 < min_period < max_period, got {min_period}, {max_period}")
     k_ref = max_harmonics_for(n, max_harmonics=refine_harmonics,

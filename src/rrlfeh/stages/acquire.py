@@ -17,6 +17,7 @@ from rrlfeh.config import AcquireParams
 from rrlfeh.data import schema
 from rrlfeh.data.files import RawTables, acquire_from_files, empty
 from rrlfeh.io import write_json, write_parquet
+from rrlfeh.reasons import reason_counts
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def summarise(t: RawTables) -> dict[str, Any]:
         "n_period_rrab_range": int(period.between(0.42, 1.0).sum()),
         "n_period_rrc_range": int(period.between(0.2, 0.42, inclusive="left").sum()),
         "n_rejected": len(t.rejected),
-        "rejected_by_reason": t.rejected["reason"].value_counts().to_dict(),
+        "rejected_by_reason": reason_counts(t.rejected["reason"]),
     }
 
 

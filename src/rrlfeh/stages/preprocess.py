@@ -20,6 +20,7 @@ import pandas as pd
 from rrlfeh.data import schema
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
+from rrlfeh.reasons import reason_counts
 from rrlfeh.weights import feh_strata, kde_weights
 
 log = logging.getLogger(__name__)
@@ -144,9 +145,7 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
         t0 = time.perf_counter()
     rej = pd.concat(rejected, ignore_index=True)
     write_parquet(schema.conform(rej, schema.REJECTED, "rejected"), out_dir / "rejected.parquet")
-    metrics["rejected_by_reason"] = (rej["reason"].str.split("; ").explode()
-                                     .str.replace(r"[\d.eE+-]+", "#", regex=True)
-                                     .value_counts().to_dict())
+    metrics["rejected_by_reason"] = reason_counts(rej["reason"])
     figures(pd.concat(all_stars, ignore_index=True), arrays, root / p.get("figures_dir",
                                                                           "reports/figures"))
     write_json(metrics, metrics_path)

@@ -1,0 +1,16 @@
+"""Counting rejection reasons for metrics: one key per kind of reason, not per star."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+_DETAILS = r"\s*\([^)]*\)"          # '(best 0.21 d, false-alarm probability 0.79 > 0.001)'
+_NUMBERS = r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
+
+
+def reason_counts(reasons: pd.Series) -> dict[str, int]:
+    """Stars per kind of reason: '; '-joined reasons split, details and numbers masked by '#'."""
+    kinds = (reasons.astype("string").str.split("; ").explode().dropna()
+             .str.replace(_DETAILS, "", regex=True)
+             .str.replace(_NUMBERS, "#", regex=True).str.strip())
+    return {str(k): int(v) for k, v in kinds.value_counts().items()}
