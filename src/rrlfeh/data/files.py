@@ -85,9 +85,10 @@ def stars_from_catalogue(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def clean_epoch_counts(epochs: pd.DataFrame) -> pd.Series:
-    """Number of clean (not rejected, finite) G epochs per source_id."""
-    ok = ~epochs["rejected"] & np.isfinite(epochs["mag"]) & np.isfinite(epochs["time"])
-    return epochs.loc[ok].groupby("source_id").size()
+    """Number of clean G epochs per source_id, by the same rule the light-curve fit uses."""
+    from rrlfeh.lightcurve.derive import clean_mask
+
+    return epochs.loc[clean_mask(epochs)].groupby("source_id").size()
 
 
 def complete_stars(catalogue: pd.DataFrame | None, epochs: pd.DataFrame,
