@@ -127,7 +127,8 @@ def complete_stars(catalogue: pd.DataFrame | None, epochs: pd.DataFrame,
         derived = derived.reindex(stars["source_id"])
         # A derived value is only as good as its fit; the others follow the derived period.
         for col, flag in DERIVABLE.items():
-            fill = missing[col].to_numpy() & derived["fit_ok"].fillna(False).to_numpy(bool)
+            fill = (missing[col].to_numpy() & derived["fit_ok"].fillna(False).to_numpy(bool)
+                    & derived[col].notna().to_numpy())  # phi31 needs >= 3 harmonics
             stars.loc[fill, col] = derived[col].to_numpy()[fill]
             stars.loc[fill, flag] = True
         for col in ("mean_mag_g", "phi31_g_error", "r21_g"):
