@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,21 @@ def test_prefolded_curves_enter_at_preprocess(tmp_path: Path):
     assert a["X"].shape[1:] == (264, 2)
     assert np.isnan(a["X"][..., 1]).all()  # no periods published for DG22: time channel unknown
     assert len(np.load(tmp_path / "data/processed/RRc.npz")["y"]) == 0
+
+
+def test_gaia_source_offline_stops_fast_with_a_clear_message(tmp_path: Path, capsys):
+    from rrlfeh.data import gaia
+
+    try:
+        gaia.probe_archive(timeout_s=5.0)
+    except gaia.ArchiveUnreachable:
+        pass
+    else:
+        pytest.skip("the Gaia archive is reachable from here")
+    params = write_params(tmp_path, **{"acquire.source": "gaia", "acquire.gaia.labels": None})
+    t0 = time.monotonic()
+    assert stage(tmp_path, "acquire", params) == 1
+    assert time.monotonic() - t0 < 20
+    err = capsys.readouterr().err
+    assert "Gaia archive cannot be reached" in err and "gea.esac.esa.int" in err
+    assert not (tmp_path / "data/raw/stars.parquet").exists()
