@@ -135,6 +135,10 @@ def test_stars_reject_rows_naming_them():
     assert stars["source_id"].tolist() == [QUERY_IDS[0], QUERY_IDS[3]]
     assert stars["phi31_g"].iloc[0] == pytest.approx(2.0345 + np.pi)
     assert stars["phi31_g"].iloc[1] == pytest.approx(4.0100 + np.pi - 2 * np.pi)
+    rejects = gaia.archive_rejects(df)
+    assert rejects["source_id"].tolist() == QUERY_IDS[1:3]
+    assert rejects["reason"].tolist() == ["num_clean_epochs_g is null",
+                                          "best_classification is not RRab or RRc"]
 
 
 def test_max_stars_must_be_positive(fake):
@@ -269,9 +273,12 @@ def test_acquire_from_gaia_and_rerun_from_cache(fake, tmp_path):
     pd.DataFrame({"source_id": FIXTURE_IDS[:2], "FeH": [-1.4, -1.7],
                   "e_FeH": [0.2, 0.3]}).to_csv(labels_file, index=False)
     with pytest.warns(gaia.MissingStarsWarning):
-        stars, epochs, labels = gaia.acquire_from_gaia(tmp_path / "cache", labels_file,
-                                                       client=fake())
-    assert stars["source_id"].tolist() == QUERY_IDS
+        stars, epochs, labels, rejected = gaia.acquire_from_gaia(tmp_path / "cache",
+                                                                 labels_file, client=fake())
+    # the star without photometry is set aside with its reason, not kept and not lost
+    assert stars["source_id"].tolist() == FIXTURE_IDS
+    assert rejected["source_id"].tolist() == [NO_PHOTOMETRY_ID]
+    assert (rejected["reason"] == gaia.MISSING_REASON).all()
     assert set(epochs["source_id"]) == set(FIXTURE_IDS)
     assert labels["feh"].tolist() == [-1.4, -1.7]
     for table, spec in ((stars, schema.STARS), (epochs, schema.EPOCHS), (labels, schema.LABELS)):
@@ -281,7 +288,7 @@ def test_acquire_from_gaia_and_rerun_from_cache(fake, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gaia.MissingStarsWarning)
         again = gaia.acquire_from_gaia(tmp_path / "cache", labels_file)
-    for old, new in zip((stars, epochs, labels), again, strict=True):
+    for old, new in zip((stars, epochs, labels, rejected), again, strict=True):
         pd.testing.assert_frame_equal(old, new)
 
 

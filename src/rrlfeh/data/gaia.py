@@ -171,8 +171,20 @@ def query_rrlyrae(*, max_stars: int | None = None, client: Any = None, timeout_s
                   phi31_shift_rad: float = 0.0) -> pd.DataFrame:
     """Stars table (schema.STARS) of Gaia DR3 RRab and RRc stars, ordered by source_id.
 
-    Runs `rrlyrae_adql` as an asynchronous job (the sync endpoint caps its rows). See
-    `stars_from_archive` for the column mapping and the phi31 convention assumed.
+    See `stars_from_archive` for the column mapping and the phi31 convention assumed.
+    """
+    found = query_vari_rrlyrae(max_stars=max_stars, client=client, timeout_s=timeout_s,
+                               retries=retries, backoff_s=backoff_s,
+                               probe_timeout_s=probe_timeout_s)
+    return stars_from_archive(found, phi31_shift_rad=phi31_shift_rad)
+
+
+def query_vari_rrlyrae(*, max_stars: int | None = None, client: Any = None,
+                       timeout_s: float = 30.0, retries: int = 4, backoff_s: float = 2.0,
+                       probe_timeout_s: float = 5.0) -> pd.DataFrame:
+    """The archive's answer to `rrlyrae_adql` as it came (lower-case column names).
+
+    Runs as an asynchronous job (the sync endpoint caps its rows), retried with back-off.
     """
     if max_stars is not None and (int(max_stars) != max_stars or max_stars < 1):
         raise ValueError(f"max_stars must be a positive integer or None, not {max_stars!r}")
@@ -186,7 +198,7 @@ def query_rrlyrae(*, max_stars: int | None = None, client: Any = None, timeout_s
         return layouts.astropy_to_pandas([table], "vari_rrlyrae query")
 
     found = _with_retries(run, what="vari_rrlyrae query", retries=retries, backoff_s=backoff_s)
-    return stars_from_archive(found, phi31_shift_rad=phi31_shift_rad)
+    return found.rename(columns={c: str(c).lower() for c in found.columns})
 
 
 def stars_from_archive(df: pd.DataFrame, *, phi31_shift_rad: float = 0.0) -> pd.DataFrame:
@@ -194,11 +206,12 @@ def stars_from_archive(df: pd.DataFrame, *, phi31_shift_rad: float = 0.0) -> pd.
 
     period = pf for RRab, p1_o for RRc; epoch_g -> epoch_max; peak_to_peak_g -> amplitude_g;
     int_average_g -> mean_mag_g; num_clean_epochs_g -> n_epochs_g; *_derived flags False.
-    phi31 (ASSUMED, not verified offline): Gaia's phi31_g already follows our cosine-series
-    convention, since Iorio & Belokurov 2021 pivot their Gaia-phi31 relation at 2.0 rad for RRab,
-    a cosine-series value. SCIENCE.md's arXiv:2605.13811 relation instead implies RRab values near
-    5 rad (cosine + pi). Check by fitting phi31 on the light curves of a few hundred stars; if it is
-    off by pi, set `phi31_shift_rad=pi` (added, then wrapped mod 2 pi).
+    phi31: Gaia's phi31_g is taken to follow our cosine-series convention (schema.py). Our own
+    cosine fits of the 9,999 real DR3 curves give RRab a median of 2.09 rad (5-95 %: 1.5-3.0), the
+    range of Gaia's phi31_g and of Iorio & Belokurov's 2.0 rad pivot; relations written for the
+    sine convention (about 5.3 rad, e.g. arXiv:2605.13811) take schema.phi31_sine. Not checked
+    against catalogue rows offline: if a download shows a pi offset, set `phi31_shift_rad=pi`
+    (added, then wrapped mod 2 pi).
     Rows without a type or a clean-epoch count are rejected with a `GaiaDataWarning` naming them.
     """
     df = df.rename(columns={c: str(c).lower() for c in df.columns})
@@ -208,20 +221,14 @@ def stars_from_archive(df: pd.DataFrame, *, phi31_shift_rad: float = 0.0) -> pd.
     if missing:
         raise schema.SchemaError(f"vari_rrlyrae answer lacks columns {missing} "
                                  f"(have {sorted(df.columns)})")
-    kind = df["best_classification"].map(_text).map({"rrab": "RRab", "rrc": "RRc"})
-    bad = {
-        "best_classification is not RRab or RRc": kind.isna(),
-        "num_clean_epochs_g is null": df["num_clean_epochs_g"].isna(),
-    }
-    reject = np.zeros(len(df), dtype=bool)
-    for reason, mask in bad.items():
-        mask = mask.to_numpy(dtype=bool) & ~reject
-        if mask.any():
-            ids = df.loc[mask, "source_id"].tolist()
-            warnings.warn(f"vari_rrlyrae: rejected {len(ids)} stars because {reason}: "
-                          f"source_id {ids[:20]}{' ...' if len(ids) > 20 else ''}",
-                          GaiaDataWarning, stacklevel=2)
-        reject |= mask
+    kind = _kind(df)
+    rejects = archive_rejects(df)
+    for reason, ids in rejects.groupby("reason")["source_id"]:
+        ids = ids.tolist()
+        warnings.warn(f"vari_rrlyrae: rejected {len(ids)} stars because {reason}: "
+                      f"source_id {ids[:20]}{' ...' if len(ids) > 20 else ''}",
+                      GaiaDataWarning, stacklevel=2)
+    reject = df["source_id"].isin(rejects["source_id"]).to_numpy()
     df, kind = df.loc[~reject], kind[~reject]
     dup = df["source_id"].duplicated(keep=False)
     if dup.any():
@@ -248,6 +255,26 @@ def stars_from_archive(df: pd.DataFrame, *, phi31_shift_rad: float = 0.0) -> pd.
     })
     out = out.sort_values("source_id", kind="stable")
     return schema.conform(out, schema.STARS, "stars")
+
+
+def _kind(df: pd.DataFrame) -> pd.Series:
+    """'RRab' / 'RRc' from best_classification (NaN for anything else)."""
+    return df["best_classification"].map(_text).map({"rrab": "RRab", "rrc": "RRc"})
+
+
+def archive_rejects(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a vari_rrlyrae answer that cannot become stars: (source_id, reason), the first
+    reason that applies (no RRab/RRc type, or no clean-epoch count)."""
+    df = df.rename(columns={c: str(c).lower() for c in df.columns})
+    bad = {
+        "best_classification is not RRab or RRc": _kind(df).isna(),
+        "num_clean_epochs_g is null": df["num_clean_epochs_g"].isna(),
+    }
+    reason = pd.Series(pd.NA, index=df.index, dtype="string")
+    for text, mask in bad.items():
+        reason = reason.mask(mask & reason.isna(), text)
+    out = pd.DataFrame({"source_id": df["source_id"], "reason": reason}).dropna()
+    return out.astype({"source_id": "int64"}).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- labels
@@ -437,32 +464,36 @@ def acquire_from_gaia(cache_dir: str | Path, labels_path: str | Path | None, *,
                       max_stars: int | None = None, batch_size: int = MAX_IDS_PER_CALL,
                       retries: int = 4, backoff_s: float = 2.0, timeout_s: float = 30.0,
                       client: Any = None, probe_timeout_s: float = 5.0,
-                      phi31_shift_rad: float = 0.0,
-                      data_release: str = "Gaia DR3") -> tuple[pd.DataFrame, pd.DataFrame,
-                                                               pd.DataFrame]:
-    """(stars, epochs, labels) from the archive, with the stars query cached in `cache_dir` too.
+                      phi31_shift_rad: float = 0.0, data_release: str = "Gaia DR3",
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(stars, epochs, labels, rejected) from the archive, the query answer cached too.
 
-    Labels are read first (a bad path fails before any download); `labels_path=None` gives an
-    empty labels table. A rerun after a failure repeats neither the query nor finished batches.
+    `rejected` (source_id, reason) lists the query rows that cannot become stars and the stars
+    without epoch photometry; those are not in `stars`. Labels are read first (a bad path fails
+    before any download); `labels_path=None` gives an empty labels table. A rerun after a
+    failure repeats neither the query nor finished batches.
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     labels = (read_labels(labels_path) if labels_path is not None
               else schema.conform(pd.DataFrame(columns=list(schema.LABELS)), schema.LABELS,
                                   "labels"))
-    stars_file = cache_dir / f"vari_rrlyrae-{'all' if max_stars is None else f'top{max_stars}'}" \
-                             f"-shift{phi31_shift_rad:g}.parquet"
-    if stars_file.exists():
-        stars = schema.conform(pd.read_parquet(stars_file), schema.STARS, "stars")
+    answer_file = cache_dir / f"vari_rrlyrae-{'all' if max_stars is None else f'top{max_stars}'}" \
+                              ".parquet"
+    if answer_file.exists():
+        answer = pd.read_parquet(answer_file)
     else:
         if client is None:
             client = gaia_client(timeout_s=timeout_s, probe_timeout_s=probe_timeout_s)
-        stars = query_rrlyrae(max_stars=max_stars, client=client, timeout_s=timeout_s,
-                              retries=retries, backoff_s=backoff_s,
-                              phi31_shift_rad=phi31_shift_rad)
-        _write_atomically(stars, stars_file)
+        answer = query_vari_rrlyrae(max_stars=max_stars, client=client, timeout_s=timeout_s,
+                                    retries=retries, backoff_s=backoff_s)
+        _write_atomically(answer, answer_file)
+    stars = stars_from_archive(answer, phi31_shift_rad=phi31_shift_rad)
     epochs = fetch_epoch_photometry(stars["source_id"], cache_dir, batch_size=batch_size,
                                     retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
                                     client=client, probe_timeout_s=probe_timeout_s,
                                     data_release=data_release)
-    return stars, epochs, labels
+    absent = missing_stars(stars["source_id"], epochs)
+    rejected = pd.concat([archive_rejects(answer), absent], ignore_index=True)
+    stars = stars[~stars["source_id"].isin(absent["source_id"])].reset_index(drop=True)
+    return stars, epochs, labels, rejected

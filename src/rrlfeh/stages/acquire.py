@@ -11,8 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from rrlfeh.config import AcquireParams
 from rrlfeh.data import schema
 from rrlfeh.data.files import RawTables, acquire_from_files, empty
@@ -40,14 +38,11 @@ def from_gaia(p: AcquireParams, client: Any = None) -> RawTables:
     from rrlfeh.data.gaia import acquire_from_gaia
 
     g = p.gaia
-    stars, epochs, labels = acquire_from_gaia(
+    stars, epochs, labels, rejected = acquire_from_gaia(
         g.cache_dir, g.labels, max_stars=g.max_stars, batch_size=g.batch_size,
         retries=g.retries, backoff_s=g.backoff_s, timeout_s=g.timeout_s, client=client)
-    missing = ~stars["source_id"].isin(epochs["source_id"])
-    rejected = pd.DataFrame({"source_id": stars.loc[missing, "source_id"], "stage": "acquire",
-                             "reason": "no epoch photometry returned by the Gaia archive"})
-    return RawTables(stars=stars.loc[~missing], epochs=epochs, labels=labels,
-                     rejected=rejected).conformed()
+    return RawTables(stars=stars, epochs=epochs, labels=labels,
+                     rejected=rejected.assign(stage="acquire")).conformed()
 
 
 def collect(p: AcquireParams, client: Any = None) -> RawTables:
