@@ -187,3 +187,21 @@ def test_real_dg22_sample(shared_data):
     out, rejected = preprocess_folded(df["source_id"], df["phase"], df["mag"], align_max=True)
     assert len(out) + len(rejected) == 300 and len(out) > 240
     assert np.isfinite(out.curves).all() and np.median(out.resid_rms) < 0.03
+
+
+def test_unflagged_outlier_is_clipped_not_fitted():
+    """A single wild epoch (as Gaia leaves some unflagged) must not bend the smooth curve."""
+    sid, time, mag, err, ids, period, epoch = make_batch(3, seed=4)
+    clean, _ = preprocess_light_curves(sid, time, mag, period, epoch, star_id=ids,
+                                       mag_error=err)
+    hit = np.flatnonzero(sid == ids[1])[10]
+    mag = mag.copy()
+    mag[hit] += 1.2
+    robust, _ = preprocess_light_curves(sid, time, mag, period, epoch, star_id=ids,
+                                        mag_error=err)
+    naive, _ = preprocess_light_curves(sid, time, mag, period, epoch, star_id=ids,
+                                       mag_error=err, clip_sigma=None)
+    assert robust.n_clipped.tolist() == [0, 1, 0] and naive.n_clipped.tolist() == [0, 0, 0]
+    assert np.abs(robust.curves[1] - clean.curves[1]).max() < 0.05
+    assert np.abs(naive.curves[1] - clean.curves[1]).max() > 0.2
+    assert np.array_equal(robust.curves[[0, 2]], clean.curves[[0, 2]])

@@ -43,6 +43,7 @@ from rrlfeh.preprocess.spline import (
     evaluate_splines,
     fit_periodic_splines,
     phase_of_minimum,
+    ragged_median,
     residual_rms,
 )
 
@@ -63,6 +64,7 @@ class ProcessedCurves:
     amplitude: np.ndarray      # (N,) peak-to-peak of the smooth curve (mag)
     n_epochs: np.ndarray       # (N,) epochs used in the fit
     n_dropped: np.ndarray      # (N,) epochs dropped as non-finite
+    n_clipped: np.ndarray      # (N,) epochs left out of the final fit as outliers
     log10_lam: np.ndarray      # (N,) chosen smoothing, relative to the star's scale
     edf: np.ndarray            # (N,) effective degrees of freedom of the fit
     resid_rms: np.ndarray      # (N,) RMS of data minus smooth curve (mag, unweighted)
@@ -101,6 +103,9 @@ class _Knobs:
     chunk_size: int
     align_max: bool
     n_threads: int
+    clip_sigma: float | None
+    clip_min_mag: float
+    clip_window: int
 
 
 def preprocess_light_curves(
@@ -111,7 +116,8 @@ def preprocess_light_curves(
     min_std: float = 1e-4, n_basis: int = 32, penalty_order: int = 2, criterion: str = "reml",
     gcv_gamma: float = 1.0, log10_lam_min: float = -6.0, log10_lam_max: float = 4.0,
     n_lam: int = 51, min_resid_dof: float = 2.0, chunk_size: int = 2048, align_max: bool = False,
-    n_threads: int = 1,
+    n_threads: int = 1, clip_sigma: float | None = 10.0, clip_min_mag: float = 0.4,
+    clip_window: int = 3,
 ) -> tuple[ProcessedCurves, pd.DataFrame]:
     """Fold, smooth, resample and standardise light curves given in time.
 
@@ -123,6 +129,9 @@ def preprocess_light_curves(
     `gcv_gamma`) on `n_lam` log-spaced values in [log10_lam_min, log10_lam_max] (relative), fits
     keeping at least `min_resid_dof` residual degrees of freedom; `chunk_size` stars at a time,
     `n_threads` chunks in parallel.
+    Outliers: epochs outside the bracket of the medians of their `clip_window` phase neighbours
+    before and after by more than both `clip_sigma` robust sigmas and `clip_min_mag` are left
+    out of the fit (clip_sigma None: none); never below `min_points` epochs. In n_clipped.
     align_max: resample from the smooth curve's maximum light (phase shift reported), for inputs
     whose epoch/phase zero is not at maximum (e.g. DG22, maximum near phase 0.65).
     Returns (processed curves in `star_id` order, rejected table [source_id, reason]).
@@ -130,7 +139,7 @@ def preprocess_light_curves(
     knobs = _Knobs(n_points, min_points, max_phase_gap, max_nonfinite_fraction, error_floor,
                    min_std, n_basis, penalty_order, criterion, gcv_gamma, log10_lam_min,
                    log10_lam_max, n_lam, min_resid_dof, chunk_size, align_max,
-                   n_threads)
+                   n_threads, clip_sigma, clip_min_mag, clip_window)
     sid, t, m, err = _epoch_arrays(source_id, time, mag, mag_error, "time")
     stars, idx = _link(sid, star_id)
     period = _star_array(period, stars, "period")
@@ -155,7 +164,8 @@ def preprocess_folded(
     min_std: float = 1e-4, n_basis: int = 32, penalty_order: int = 2, criterion: str = "reml",
     gcv_gamma: float = 1.0, log10_lam_min: float = -6.0, log10_lam_max: float = 4.0,
     n_lam: int = 51, min_resid_dof: float = 2.0, chunk_size: int = 2048, align_max: bool = False,
-    n_threads: int = 1,
+    n_threads: int = 1, clip_sigma: float | None = 10.0, clip_min_mag: float = 0.4,
+    clip_window: int = 3,
 ) -> tuple[ProcessedCurves, pd.DataFrame]:
     """Smooth, resample and standardise curves that are already folded (maximum near phase 0).
 
@@ -165,7 +175,7 @@ def preprocess_folded(
     knobs = _Knobs(n_points, min_points, max_phase_gap, max_nonfinite_fraction, error_floor,
                    min_std, n_basis, penalty_order, criterion, gcv_gamma, log10_lam_min,
                    log10_lam_max, n_lam, min_resid_dof, chunk_size, align_max,
-                   n_threads)
+                   n_threads, clip_sigma, clip_min_mag, clip_window)
     sid, ph, m, err = _epoch_arrays(source_id, phase, mag, mag_error, "phase")
     stars, idx = _link(sid, star_id)
     reasons = _Reasons(stars)
@@ -298,18 +308,21 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
     good = ~reasons.rejected
     take = good[star_sorted]
     fit_offsets = offsets_from_sorted(np.cumsum(good)[star_sorted[take]] - 1, int(good.sum()))
-    weights = None
-    if err is not None:
-        weights = 1.0 / (err[order][take] ** 2 + k.error_floor ** 2)
-    fit = fit_periodic_splines(
-        ph_s[take], m_s[take], fit_offsets, weights=weights, n_basis=k.n_basis,
-        penalty_order=k.penalty_order, log10_lam_min=k.log10_lam_min,
-        log10_lam_max=k.log10_lam_max, n_lam=k.n_lam, min_resid_dof=k.min_resid_dof,
-        criterion=k.criterion, gcv_gamma=k.gcv_gamma, chunk_size=k.chunk_size,
-        n_threads=k.n_threads)
+    x_fit, y_fit = ph_s[take], m_s[take]
+    w_fit = None if err is None else 1.0 / (err[order][take] ** 2 + k.error_floor ** 2)
+    n_clipped = np.zeros(fit_offsets.size - 1, np.int64)
+    if k.clip_sigma is not None and x_fit.size:
+        out = _phase_outliers(x_fit, y_fit, fit_offsets, k)
+        if out.any():
+            star = np.repeat(np.arange(fit_offsets.size - 1), np.diff(fit_offsets))
+            n_clipped = np.bincount(star[out], minlength=fit_offsets.size - 1)
+            fit_offsets = offsets_from_sorted(star[~out], fit_offsets.size - 1)
+            x_fit, y_fit = x_fit[~out], y_fit[~out]
+            w_fit = None if w_fit is None else w_fit[~out]
+    fit = _fit(x_fit, y_fit, w_fit, fit_offsets, k)
     grid = np.arange(k.n_points) / k.n_points
     curves, mean, std, amplitude, shift = _resample(fit, grid, k.align_max, k.chunk_size)
-    resid_rms = residual_rms(fit, ph_s[take], m_s[take], fit_offsets, k.chunk_size)
+    resid_rms = residual_rms(fit, x_fit, y_fit, fit_offsets, k.chunk_size)
     good_rows = np.flatnonzero(good)
     failed = np.zeros(n_stars, bool)
     failed[good_rows] = ~fit.ok
@@ -327,9 +340,47 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
         phase_grid=grid, time_in_cycle=(grid[None, :] * period[rows, None]).astype(np.float32),
         period=period[rows], mean_mag=mean[ok], std_mag=std[ok], amplitude=amplitude[ok],
         n_epochs=counts[rows].astype(np.int64), n_dropped=n_dropped[rows].astype(np.int64),
+        n_clipped=n_clipped[ok],
         log10_lam=fit.log10_lam[ok], edf=fit.edf[ok], resid_rms=resid_rms[ok], gcv=fit.gcv[ok],
         max_phase_gap=gaps[rows], phase_shift=shift[ok])
     return out, reasons.frame()
+
+
+def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, offsets: np.ndarray,
+         k: _Knobs) -> SplineFit:
+    """The periodic smoothing splines of a ragged batch, with the knobs' settings."""
+    return fit_periodic_splines(
+        x, y, offsets, weights=w, n_basis=k.n_basis, penalty_order=k.penalty_order,
+        log10_lam_min=k.log10_lam_min, log10_lam_max=k.log10_lam_max, n_lam=k.n_lam,
+        min_resid_dof=k.min_resid_dof, criterion=k.criterion, gcv_gamma=k.gcv_gamma,
+        chunk_size=k.chunk_size, n_threads=k.n_threads)
+
+
+def _phase_outliers(x: np.ndarray, y: np.ndarray, offsets: np.ndarray,
+                    k: _Knobs) -> np.ndarray:
+    """Epochs lying outside the bracket of their neighbours in phase: beyond both the median of
+    the `clip_window` epochs before and the median of those after (wrapping round the cycle), by
+    more than clip_sigma robust sigmas and clip_min_mag. A point on the steep RRab rise lies
+    between its two sides and is kept; a lone wild point, which a smoothing spline would bend
+    to, lies outside both. x sorted by phase within each star; a star keeps min_points."""
+    counts = np.diff(offsets)
+    star = np.repeat(np.arange(counts.size), counts)
+    n = counts[star]
+    pos = np.arange(x.size) - offsets[star]
+
+    def side(steps: np.ndarray) -> np.ndarray:
+        return y[offsets[star][:, None] + np.mod(pos[:, None] + steps[None, :], n[:, None])]
+
+    before = side(np.arange(-k.clip_window, 0))
+    after = side(np.arange(1, k.clip_window + 1))
+    lo = np.minimum(np.median(before, axis=1), np.median(after, axis=1))
+    hi = np.maximum(np.median(before, axis=1), np.median(after, axis=1))
+    outside = np.maximum(0.0, np.maximum(y - hi, lo - y))
+    noise = np.abs(y - np.median(np.concatenate([before, after], axis=1), axis=1))
+    sigma = 1.4826 * ragged_median(noise, offsets)
+    out = (outside > k.clip_sigma * sigma[star]) & (outside > k.clip_min_mag)
+    allowed = counts - np.bincount(star[out], minlength=counts.size) >= k.min_points
+    return out & allowed[star]
 
 
 def _resample(fit: SplineFit, grid: np.ndarray, align_max: bool, chunk_size: int):

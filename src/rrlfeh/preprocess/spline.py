@@ -113,22 +113,41 @@ def evaluate_at_epochs(fit: SplineFit, x: np.ndarray, offsets: np.ndarray) -> np
     return fit.offset[star] + np.sum(value * fit.coef[star[:, None], index], axis=1)
 
 
-def residual_rms(fit: SplineFit, x: np.ndarray, y: np.ndarray, offsets: np.ndarray,
-                 chunk_size: int = 8192) -> np.ndarray:
-    """Unweighted RMS of y minus each star's spline at its own epochs, `chunk_size` stars at a
-    time (bounded memory); NaN for an empty star."""
+def residuals(fit: SplineFit, x: np.ndarray, y: np.ndarray, offsets: np.ndarray,
+              chunk_size: int = 8192) -> np.ndarray:
+    """y minus each star's spline at its own epochs (flat, like y), `chunk_size` stars at a
+    time (bounded memory)."""
     n = offsets.size - 1
-    out = np.full(n, np.nan)
+    out = np.empty_like(y, dtype=float)
     for s0 in range(0, n, chunk_size):
         s1 = min(s0 + chunk_size, n)
         e0, e1 = offsets[s0], offsets[s1]
-        local = offsets[s0:s1 + 1] - e0
         part = SplineFit(**{f.name: getattr(fit, f.name)[s0:s1] for f in fields(SplineFit)})
-        resid = y[e0:e1] - evaluate_at_epochs(part, x[e0:e1], local)
-        star = np.repeat(np.arange(s1 - s0), np.diff(local))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[s0:s1] = np.sqrt(np.bincount(star, resid * resid, minlength=s1 - s0)
-                                 / np.diff(local))
+        out[e0:e1] = y[e0:e1] - evaluate_at_epochs(part, x[e0:e1], offsets[s0:s1 + 1] - e0)
+    return out
+
+
+def residual_rms(fit: SplineFit, x: np.ndarray, y: np.ndarray, offsets: np.ndarray,
+                 chunk_size: int = 8192) -> np.ndarray:
+    """Unweighted RMS of y minus each star's spline at its own epochs; NaN for an empty star."""
+    resid = residuals(fit, x, y, offsets, chunk_size)
+    star = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(np.bincount(star, resid * resid, minlength=offsets.size - 1)
+                       / np.diff(offsets))
+
+
+def ragged_median(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Median of each star's slice `values[offsets[i]:offsets[i+1]]` (NaN when empty)."""
+    n = offsets.size - 1
+    counts = np.diff(offsets)
+    star = np.repeat(np.arange(n), counts)
+    ordered = values[np.lexsort((values, star))]
+    lo = offsets[:-1] + np.maximum(counts - 1, 0) // 2
+    hi = offsets[:-1] + counts // 2
+    out = np.full(n, np.nan)
+    has = counts > 0
+    out[has] = 0.5 * (ordered[lo[has]] + ordered[np.minimum(hi[has], values.size - 1)])
     return out
 
 

@@ -37,7 +37,8 @@ def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[st
         "X": x, "y": feh.astype(np.float32), "weights": w.astype(np.float32),
         "strata": s.astype(np.int16), "source_id": pc.source_id, "phase_grid": pc.phase_grid,
         "period": pc.period, "amplitude": pc.amplitude, "mean_mag": pc.mean_mag,
-        "std_mag": pc.std_mag, "n_epochs": pc.n_epochs, "spline_log10_lam": pc.log10_lam,
+        "std_mag": pc.std_mag, "n_epochs": pc.n_epochs, "n_clipped": pc.n_clipped,
+        "spline_log10_lam": pc.log10_lam,
         "spline_edf": pc.edf, "spline_resid_rms": pc.resid_rms, "spline_gcv": pc.gcv,
         "max_phase_gap": pc.max_phase_gap, "phase_shift": pc.phase_shift,
     }
@@ -138,6 +139,8 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
             "n_in": len(stars), "n_kept": len(pc), "n_rejected": len(rej),
             "median_spline_resid_rms": float(np.median(pc.resid_rms)) if len(pc) else None,
             "median_spline_edf": float(np.median(pc.edf)) if len(pc) else None,
+            "n_epochs_clipped": int(pc.n_clipped.sum()),
+            "n_stars_with_clipped_epochs": int((pc.n_clipped > 0).sum()),
             "n_points": int(pc.curves.shape[1]),
         }
         log.info("preprocess %s: %d in, %d kept, %d rejected (%.1f s)", kind, len(stars), len(pc),
