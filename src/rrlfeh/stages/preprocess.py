@@ -67,7 +67,8 @@ def from_raw(raw_dir: Path, validated: Path, p: Mapping[str, Any]):
 
 
 def from_folded(root: Path, p: Mapping[str, Any]):
-    """The pre-folded curves (one type), with labels and, when given, periods."""
+    """The pre-folded curves of labelled stars (one type), with periods when given; labelled stars
+    without a curve are rejected with that reason (unlabelled curves are for scoring, not here)."""
     from rrlfeh.data.dg22 import read_dg22_curves, read_dg22_labels
     from rrlfeh.data.files import read_table
 
@@ -75,7 +76,10 @@ def from_folded(root: Path, p: Mapping[str, Any]):
     kind = f.get("type", "RRab")
     curves = read_dg22_curves(root / f["curves"])
     labels = read_dg22_labels(root / f["labels"])
-    stars = labels[labels["source_id"].isin(curves["source_id"])].reset_index(drop=True)
+    has_curve = labels["source_id"].isin(curves["source_id"])
+    no_curve = pd.DataFrame({"source_id": labels.loc[~has_curve, "source_id"],
+                             "reason": "labelled but no folded light curve"})
+    stars = labels[has_curve].reset_index(drop=True)
     period = np.full(len(stars), np.nan)
     if f.get("periods"):
         per = read_table(root / f["periods"]).set_index("source_id")["period"]
@@ -87,7 +91,7 @@ def from_folded(root: Path, p: Mapping[str, Any]):
                                 period=period, n_points=int(p["n_points"][kind]),
                                 align_max=bool(f.get("align_max", True)),
                                 **dict(p.get("curves", {})))
-    yield kind, stars, pc, rej
+    yield kind, stars, pc, pd.concat([rej, no_curve], ignore_index=True)
     for other in schema.TYPES:
         if other != kind:
             yield other, stars.iloc[:0], _empty_like(pc, int(p["n_points"][other])), rej.iloc[:0]
