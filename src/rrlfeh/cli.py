@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the stage; errors end with a one-line message, exit 1."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage reports from GX
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
