@@ -107,6 +107,11 @@ class _Knobs:
     clip_min_mag: float
     clip_window: int
 
+    @classmethod
+    def of(cls, arguments: dict) -> _Knobs:
+        """The knobs among an entry point's arguments (its `locals()` on entry)."""
+        return cls(**{f.name: arguments[f.name] for f in fields(cls)})
+
 
 def preprocess_light_curves(
     source_id: np.ndarray, time: np.ndarray, mag: np.ndarray, period: np.ndarray,
@@ -136,10 +141,7 @@ def preprocess_light_curves(
     whose epoch/phase zero is not at maximum (e.g. DG22, maximum near phase 0.65).
     Returns (processed curves in `star_id` order, rejected table [source_id, reason]).
     """
-    knobs = _Knobs(n_points, min_points, max_phase_gap, max_nonfinite_fraction, error_floor,
-                   min_std, n_basis, penalty_order, criterion, gcv_gamma, log10_lam_min,
-                   log10_lam_max, n_lam, min_resid_dof, chunk_size, align_max,
-                   n_threads, clip_sigma, clip_min_mag, clip_window)
+    knobs = _Knobs.of(locals())
     sid, t, m, err = _epoch_arrays(source_id, time, mag, mag_error, "time")
     stars, idx = _link(sid, star_id)
     period = _star_array(period, stars, "period")
@@ -172,10 +174,7 @@ def preprocess_folded(
     Like `preprocess_light_curves` with `phase` (wrapped into [0, 1)) instead of time; `period`
     (per star, optional, NaN = unknown) only fills `time_in_cycle`. Repeated phases are allowed.
     """
-    knobs = _Knobs(n_points, min_points, max_phase_gap, max_nonfinite_fraction, error_floor,
-                   min_std, n_basis, penalty_order, criterion, gcv_gamma, log10_lam_min,
-                   log10_lam_max, n_lam, min_resid_dof, chunk_size, align_max,
-                   n_threads, clip_sigma, clip_min_mag, clip_window)
+    knobs = _Knobs.of(locals())
     sid, ph, m, err = _epoch_arrays(source_id, phase, mag, mag_error, "phase")
     stars, idx = _link(sid, star_id)
     reasons = _Reasons(stars)
