@@ -17,31 +17,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rrlfeh.data.layouts import read_epoch_photometry
 from rrlfeh.lightcurve.derive import derive_light_curve_parameters
 
 REPO = Path(__file__).resolve().parents[1]
-RAW_COLUMNS = ["source_id", "transit_id", "g_transit_time", "g_transit_mag", "g_transit_flux",
-               "g_transit_flux_error", "variability_flag_g_reject", "rejected_by_photometry"]
 
 
 def load_epochs(path: Path, limit: int | None) -> pd.DataFrame:
-    """The RAW exploded epoch photometry as the canonical epochs table (G only)."""
-    raw = pd.read_parquet(path, columns=RAW_COLUMNS)
+    """The epoch photometry as the canonical epochs table, read as the pipeline reads it."""
+    epochs = read_epoch_photometry(path)
     if limit:
-        keep = pd.unique(raw["source_id"])[:limit]
-        raw = raw[raw["source_id"].isin(keep)]
-    rejected = (raw["variability_flag_g_reject"].fillna(False).astype(bool)
-                | raw["rejected_by_photometry"].fillna(False).astype(bool)
-                | raw["g_transit_mag"].isna() | raw["g_transit_flux"].isna())
-    return pd.DataFrame({
-        "source_id": raw["source_id"].astype("int64"),
-        "transit_id": raw["transit_id"].astype("int64"),
-        "time": raw["g_transit_time"].astype(float),
-        "mag": raw["g_transit_mag"].astype(float),
-        "flux": raw["g_transit_flux"].astype(float),
-        "flux_error": raw["g_transit_flux_error"].astype(float),
-        "rejected": rejected.astype(bool),
-    }).reset_index(drop=True)
+        epochs = epochs[epochs["source_id"].isin(pd.unique(epochs["source_id"])[:limit])]
+    return epochs.reset_index(drop=True)
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import make_smoothing_spline
 
+from rrlfeh.data import schema
 from rrlfeh.data.dg22 import read_dg22_curves
+from rrlfeh.data.layouts import read_epoch_photometry
 from rrlfeh.preprocess import preprocess_folded, preprocess_light_curves
 
 CACHE = Path(__file__).parent / ".cache"
@@ -29,20 +31,10 @@ N_POINTS = 264
 
 
 def load_gaia_epochs(data: Path) -> pd.DataFrame:
-    """Clean G epochs of the real file in the epochs schema (rejected rows left out)."""
-    raw = pd.read_parquet(data / "gaia_dr3" / "epoch_photometry.parquet",
-                          columns=["source_id", "transit_id", "g_transit_time", "g_transit_mag",
-                                   "g_transit_flux", "g_transit_flux_error",
-                                   "variability_flag_g_reject", "rejected_by_photometry"])
-    bad = (raw["variability_flag_g_reject"].fillna(True).astype(bool)
-           | raw["rejected_by_photometry"].fillna(True).astype(bool)
-           | raw["g_transit_flux"].isna() | raw["g_transit_mag"].isna())
-    return pd.DataFrame({
-        "source_id": raw["source_id"].astype("int64"), "transit_id": raw["transit_id"],
-        "time": raw["g_transit_time"].astype(float), "mag": raw["g_transit_mag"].astype(float),
-        "flux": raw["g_transit_flux"].astype(float),
-        "flux_error": raw["g_transit_flux_error"].astype(float), "rejected": bad.to_numpy(),
-    }).loc[lambda d: ~d["rejected"]].reset_index(drop=True)
+    """Clean G epochs of the real file in the epochs schema (rejected rows left out), read as
+    the pipeline reads them."""
+    epochs = read_epoch_photometry(data / "gaia_dr3" / "epoch_photometry.parquet")
+    return epochs.loc[~epochs["rejected"]].reset_index(drop=True)
 
 
 def load_periods(epochs: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +153,7 @@ def main() -> None:
     sid = epochs["source_id"].to_numpy(np.int64)
     t = epochs["time"].to_numpy(float)
     m = epochs["mag"].to_numpy(float)
-    err = 1.0857 * epochs["flux_error"].to_numpy(float) / epochs["flux"].to_numpy(float)
+    err = schema.mag_error(epochs)
     period, epoch = stars["period"].to_numpy(float), stars["epoch_max"].to_numpy(float)
 
     preprocess_light_curves(sid[:2000], t[:2000], m[:2000], period, epoch, star_id=stars[

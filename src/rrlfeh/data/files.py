@@ -60,16 +60,6 @@ def empty(table: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in table.items()})
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a csv or parquet table, naming the file when it is missing."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input file not found: {path}")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
-
-
 def stars_from_catalogue(df: pd.DataFrame) -> pd.DataFrame:
     """A stars table in our names from ours or from gaiadr3.vari_rrlyrae's (pf / p1_o -> period)."""
     out = df.rename(columns=VARI_RRLYRAE_NAMES)
@@ -147,7 +137,7 @@ def acquire_from_files(epochs_path: Path, labels_path: Path | None, stars_path: 
                        derive_kwargs: Mapping[str, Any] | None = None) -> RawTables:
     """Read local extracts and complete the stars table from the light curves where needed."""
     from rrlfeh.data.gaia import read_labels
-    from rrlfeh.data.layouts import read_epoch_photometry
+    from rrlfeh.data.layouts import read_epoch_photometry, read_table
 
     epochs = read_epoch_photometry(epochs_path)
     labels = read_labels(labels_path) if labels_path is not None else empty(schema.LABELS)

@@ -61,6 +61,17 @@ def phi31_sine(phi31_cosine):
     return np.mod(np.asarray(phi31_cosine, dtype=float) + np.pi / 2, 2 * np.pi) + np.pi / 2
 
 
+MAG_PER_FLUX: float = 2.5 / np.log(10.0)  # 1.0857: sigma_mag = MAG_PER_FLUX * sigma_flux / flux
+
+
+def mag_error(epochs: pd.DataFrame) -> np.ndarray:
+    """Per-transit magnitude error from the flux and its error (NaN where the flux is not > 0)."""
+    flux = epochs["flux"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(flux > 0, MAG_PER_FLUX * epochs["flux_error"].to_numpy(float) / flux,
+                        np.nan)
+
+
 DERIVED_FLAGS: tuple[str, ...] = tuple(c for c in STARS if c.endswith("_derived"))
 
 

@@ -40,7 +40,6 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.data.synthetic_sampling import (
-    MAG_PER_FLUX_FRACTION,
     g_mag_error,
     mag_to_flux,
     make_source_ids,
@@ -212,7 +211,7 @@ def generate(n_stars: int, *, seed: int = 42, frac_rrc: float = 0.35,
     rejected_ok = (u >= outlier_frac + null_frac) & (u < outlier_frac + null_frac + reject_frac)
     rejected = flagged_outlier | null | rejected_ok
     flux = mag_to_flux(mag)
-    flux_error = flux * sigma / MAG_PER_FLUX_FRACTION
+    flux_error = flux * sigma / schema.MAG_PER_FLUX
     mag = np.where(null, np.nan, mag)
     flux = np.where(null, np.nan, flux)
     flux_error = np.where(null, np.nan, flux_error)

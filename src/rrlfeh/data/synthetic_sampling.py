@@ -16,7 +16,6 @@ import numpy as np
 FOV_SEPARATION_D: float = 106.5 / 1440.0   # preceding -> following field of view, d
 SPIN_PERIOD_D: float = 0.25                # Gaia spin period (6 h), d
 G_ZERO_POINT: float = 25.6874              # Gaia DR3 G zero point: flux = 10**(-0.4 (G - ZP)) e-/s
-MAG_PER_FLUX_FRACTION: float = 2.5 / np.log(10.0)   # 1.0857: sigma_mag = 1.0857 sigma_F / F
 
 # Per-transit G uncertainty (SCIENCE.md), mag, at G = 12 .. 20.5; flat brighter than 14.
 _NOISE_G = np.array([12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0, 20.0, 20.5])

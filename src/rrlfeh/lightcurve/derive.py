@@ -19,8 +19,6 @@ from rrlfeh.lightcurve.classify import classify_bailey
 from rrlfeh.lightcurve.fourier import fit_fourier_clipped
 from rrlfeh.lightcurve.period import search_period
 
-MAG_PER_FLUX_RATIO = 2.5 / np.log(10.0)  # 1.0857: sigma_mag = this * flux_error / flux
-
 COLUMNS: dict[str, str] = {
     "source_id": "int64",
     "period": "float64",
@@ -159,8 +157,7 @@ def derive_light_curve_parameters(epochs: pd.DataFrame, *, min_period: float = 0
     sid = clean["source_id"].to_numpy(dtype=np.int64)
     t = clean["time"].to_numpy(dtype=float)
     mag = clean["mag"].to_numpy(dtype=float)
-    sigma = MAG_PER_FLUX_RATIO * clean["flux_error"].to_numpy(float) / clean["flux"].to_numpy(float)
-    sigma = np.sqrt(sigma**2 + sigma_floor**2)
+    sigma = np.sqrt(schema.mag_error(clean) ** 2 + sigma_floor**2)
     starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.zeros(0, int)
     ends = np.r_[starts[1:], len(sid)] if len(sid) else starts
     bounds = dict(zip(sid[starts].tolist(), zip(starts, ends, strict=True), strict=True))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
+from rrlfeh.data import schema
 from rrlfeh.preprocess.fold import (
     count_adjacent_equal,
     fold_phase,
@@ -46,8 +47,6 @@ from rrlfeh.preprocess.spline import (
     ragged_median,
     residual_rms,
 )
-
-MAG_ERROR_FACTOR = 1.0857  # 2.5 / ln 10: sigma_mag = 1.0857 sigma_flux / flux
 
 
 @dataclass(frozen=True)
@@ -199,11 +198,7 @@ def preprocess_tables(epochs: pd.DataFrame, stars: pd.DataFrame, *, use_mag_erro
     as in the paper: on real DR3 curves the weights did not change the held-out error).
     `knobs` go to `preprocess_light_curves`."""
     clean = epochs.loc[~epochs["rejected"].to_numpy(bool)]
-    mag_error = None
-    if use_mag_error:
-        flux = clean["flux"].to_numpy(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mag_error = MAG_ERROR_FACTOR * clean["flux_error"].to_numpy(float) / flux
+    mag_error = schema.mag_error(clean) if use_mag_error else None
     return preprocess_light_curves(
         clean["source_id"].to_numpy(np.int64), clean["time"].to_numpy(float),
         clean["mag"].to_numpy(float), stars["period"].to_numpy(float),

@@ -70,7 +70,7 @@ def from_folded(root: Path, p: Mapping[str, Any]):
     """The pre-folded curves of labelled stars (one type), with periods when given; labelled stars
     without a curve are rejected with that reason (unlabelled curves are for scoring, not here)."""
     from rrlfeh.data.dg22 import read_dg22_curves, read_dg22_labels
-    from rrlfeh.data.files import read_table
+    from rrlfeh.data.layouts import read_table
 
     f = p["folded"]
     kind = f.get("type", "RRab")
