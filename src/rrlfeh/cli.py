@@ -39,6 +39,36 @@ def _preprocess(args: argparse.Namespace) -> None:
                    Path(args.metrics))
 
 
+def _processed(params: dict, root: Path) -> Path:
+    return root / config.section(params, "preprocess").get("out_dir", "data/processed")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import tune
+
+    params = config.load_params(args.params)
+    root = Path(args.params).resolve().parent
+    tune.run(_processed(params, root), params, root, Path(args.metrics))
+
+
+def _crossval(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import crossval
+
+    params = config.load_params(args.params)
+    root = Path(args.params).resolve().parent
+    hparams = root / config.section(params, "tune")["out"]
+    crossval.run(_processed(params, root), hparams, params, root, Path(args.metrics))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import train
+
+    params = config.load_params(args.params)
+    root = Path(args.params).resolve().parent
+    cv_dir = root / config.section(params, "crossval")["out_dir"]
+    train.run(cv_dir, _processed(params, root), params, root, Path(args.metrics))
+
+
 STAGES = {
     "acquire": (_acquire, "reports/acquire.json",
                 "fetch or generate data/raw (stars, epochs, labels)"),
@@ -46,6 +76,12 @@ STAGES = {
                  "Great Expectations quality cuts -> data/validated (kept, rejected)"),
     "preprocess": (_preprocess, "reports/preprocess.json",
                    "fold, smooth, resample, standardise, weights -> data/processed/<type>.npz"),
+    "tune": (_tune, "reports/tune.json",
+             "Hyperband search per type (MLflow run per trial) -> models/best_hparams.json"),
+    "crossval": (_crossval, "reports/crossval.json",
+                 "repeated stratified K-fold (MLflow run per fold) -> models/crossval"),
+    "train": (_train, "reports/train.json",
+              "final model per type: the K-fold ensemble -> models/final"),
 }
 
 
@@ -64,10 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the stage; errors end with a one-line message, exit 1."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ notes (tf.data attrs) are noise
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage reports from GX
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    if args.stage in ("tune", "crossval", "train"):
+        from rrlfeh.training.runner import quiet_tensorflow
+
+        quiet_tensorflow()
     try:
         args.func(args)
     except (config.ConfigError, FileNotFoundError, ValueError, ConnectionError) as exc:

@@ -112,3 +112,17 @@ def acquire_params(params: Mapping[str, Any], root: Path) -> AcquireParams:
     return AcquireParams(source=source, out_dir=_path(a.get("out_dir", "data/raw"), root),
                          synthetic=_frozen(a.get("synthetic")), files=files, gaia=gaia,
                          derive=_frozen(a.get("derive")))
+
+
+def training_budget(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The active block of `budgets` (chosen by the top-level `budget` key): the epochs, folds
+    and repeats that the tune and crossval stages may spend."""
+    name = params.get("budget", "default")
+    budgets = _section(params, "budgets", "")
+    if name not in budgets:
+        raise ConfigError(f"budget {name!r} is not one of budgets: {sorted(budgets)}")
+    b = budgets[name]
+    for key in ("tune", "crossval"):
+        if not isinstance(b.get(key), Mapping):
+            raise ConfigError(f"budgets.{name}.{key} is missing or not a mapping")
+    return _frozen({"name": name, **b})

@@ -1,0 +1,106 @@
+"""Stage `train`: the final model of each type, the K-fold models kept as an ensemble.
+
+Why an ensemble and not a refit on all stars: on held-out stars the mean of the fold models is
+at least as accurate as one model refit on everything for the median best epoch (which has no
+validation set left for early stopping), and the members' spread gives each star an uncertainty
+(benchmarks/ensemble_vs_refit.py prints the comparison). Each type's folder under models/final/
+holds the members and manifest.json; one MLflow run a type logs it with its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rrlfeh.data import schema
+from rrlfeh.io import write_json, write_parquet
+from rrlfeh.training.arrays import load_training_set
+from rrlfeh.training.ensemble import MANIFEST, Ensemble
+from rrlfeh.training.metrics import regression_metrics
+
+log = logging.getLogger(__name__)
+
+
+def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
+             members: str) -> dict[str, Any]:
+    """Copy the chosen fold models to `dest` with a manifest; returns the manifest."""
+    folds = json.loads((crossval_dir / "folds.json").read_text())
+    chosen = [f for f in folds["folds"] if members == "all" or f["repeat"] == 1]
+    names = [f"r{f['repeat']}_k{f['fold']}.keras" for f in chosen]
+    with np.load(processed) as d:
+        shape = list(d["X"].shape[1:])
+        phase_grid = d["phase_grid"].tolist() if "phase_grid" in d.files else None
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in names:
+        shutil.copy2(crossval_dir / name, dest / name)
+    manifest = {
+        "rr_type": kind, "strategy": "ensemble", "members": names, "input_shape": shape,
+        "channels": ["standardised_mag", "phase_x_period_d"], "phase_grid": phase_grid,
+        "network": folds["network"], "crossval_run_id": folds["mlflow_run_id"],
+        "crossval_metrics": folds["metrics"],
+    }
+    write_json(manifest, dest / MANIFEST)
+    return manifest
+
+
+def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root: Path,
+        metrics_path: Path) -> None:
+    """Assemble, evaluate (in-sample and out-of-fold) and log the final model of every type."""
+    import mlflow
+
+    from rrlfeh import config
+    from rrlfeh.training.tracking import TrackingSettings, setup_tracking, stage_run
+
+    t = config.section(params, "train")
+    if t.get("strategy", "ensemble") != "ensemble":
+        raise config.ConfigError(f"train.strategy {t['strategy']!r}: only 'ensemble' is built")
+    members = str(t.get("members", "all"))
+    if members not in ("all", "first_repeat"):
+        raise config.ConfigError(f"train.members must be all or first_repeat, got {members!r}")
+    setup_tracking(TrackingSettings.from_params(config.section(params, "tracking"), root))
+    out_dir = root / t["out_dir"]
+    metrics: dict[str, Any] = {}
+    for kind in schema.TYPES:
+        src = crossval_dir / kind
+        if not (src / "folds.json").exists():
+            metrics[kind] = {"skipped": "no K-fold models (too few stars to tune)"}
+            log.warning("%s: no final model, %s", kind, metrics[kind]["skipped"])
+            continue
+        processed = processed_dir / f"{kind}.npz"
+        manifest = assemble(kind, src, processed, out_dir / kind, members)
+        ens = Ensemble.load(out_dir / kind)
+        data = load_training_set(processed, kind)
+        mean, spread = ens.predict(data.X)
+        oof = pd.read_parquet(src / "predictions.parquet")
+        fit_m = regression_metrics(data.y, mean, data.weights)
+        oof_m = regression_metrics(oof["feh"].to_numpy(), oof["pred_oof"].to_numpy(),
+                                   oof["weight"].to_numpy())
+        m = {"n_members": len(manifest["members"]), "n_stars": len(data),
+             "in_sample": {k: v for k, v in fit_m.items() if k != "n"},
+             "out_of_fold": {k: v for k, v in oof_m.items() if k != "n"},
+             "spread_median": float(np.median(spread)),
+             "spread_p90": float(np.quantile(spread, 0.9))}
+        write_parquet(pd.DataFrame({"source_id": data.source_id, "feh": data.y,
+                                    "feh_pred": mean, "feh_spread": spread}),
+                      out_dir / kind / "training_predictions.parquet")
+        with stage_run(f"train {kind}", stage="train", root=root,
+                       params={"train": dict(t), "model": manifest["network"]},
+                       tags={"rr_type": kind, "crossval_run_id": manifest["crossval_run_id"]}):
+            mlflow.log_metrics({**{f"in_sample_{k}": v for k, v in m["in_sample"].items()},
+                                **{f"oof_{k}": v for k, v in m["out_of_fold"].items()},
+                                "n_members": m["n_members"], "spread_median": m["spread_median"]})
+            mlflow.log_artifacts(str(out_dir / kind), artifact_path=f"ensemble_{kind}")
+        metrics[kind] = m
+        log.info("%s: ensemble of %d, out-of-fold R2 %.3f RMSE %.3f, median spread %.3f dex",
+                 kind, m["n_members"], m["out_of_fold"]["r2"], m["out_of_fold"]["rmse"],
+                 m["spread_median"])
+    write_json(metrics, metrics_path)

@@ -1,0 +1,63 @@
+"""The training arrays of one RR Lyrae type as written by the `preprocess` stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REQUIRED = ("X", "y", "weights", "strata", "source_id", "n_epochs", "period")
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """X (N, steps, 2) = (standardised mag, phase x period); y = [Fe/H]; KDE weights; strata."""
+
+    kind: str
+    X: np.ndarray
+    y: np.ndarray
+    weights: np.ndarray
+    strata: np.ndarray
+    source_id: np.ndarray
+    n_epochs: np.ndarray
+    period: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(steps, channels) of one curve."""
+        return tuple(self.X.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, index: np.ndarray) -> TrainingSet:
+        """The stars at `index` (fold training or validation part)."""
+        return TrainingSet(self.kind, self.X[index], self.y[index], self.weights[index],
+                           self.strata[index], self.source_id[index], self.n_epochs[index],
+                           self.period[index])
+
+
+def load_training_set(path: str | Path, kind: str | None = None) -> TrainingSet:
+    """Read data/processed/<type>.npz; a missing array or a non-finite value is a ValueError that
+    names the file and the first offending star."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no training arrays (run `rrlfeh preprocess` first)")
+    with np.load(path) as d:
+        missing = [k for k in REQUIRED if k not in d.files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing}")
+        arrays = {k: d[k] for k in REQUIRED}
+    x, y, w = arrays["X"], arrays["y"], arrays["weights"]
+    if x.ndim != 3 or len(x) != len(y) or len(w) != len(y):
+        raise ValueError(f"{path}: X {x.shape}, y {y.shape}, weights {w.shape} do not match")
+    bad = ~(np.isfinite(x).all(axis=(1, 2)) & np.isfinite(y) & np.isfinite(w) & (w > 0))
+    if bad.any():
+        sid = arrays["source_id"][np.flatnonzero(bad)[0]]
+        raise ValueError(f"{path}: {int(bad.sum())} stars with non-finite input, label or "
+                         f"weight, first source_id {sid}")
+    return TrainingSet(kind or path.stem, x.astype(np.float32), y.astype(np.float32),
+                       w.astype(np.float32), arrays["strata"].astype(int),
+                       arrays["source_id"].astype(np.int64), arrays["n_epochs"].astype(int),
+                       arrays["period"].astype(float))

@@ -1,0 +1,58 @@
+"""The final model of one type: the K-fold models kept together as an ensemble.
+
+The prediction is the mean over members and the spread (standard deviation over members) is the
+per-star model uncertainty. A folder holds the members (.keras) and manifest.json (input shape,
+network, members, cross-validated figures), so it can be loaded without the training code state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Ensemble:
+    """Member models and their manifest; predict() gives (mean, spread) per curve."""
+
+    models: Sequence[Any]
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Ensemble:
+        """Read manifest.json and every member it lists."""
+        import keras
+
+        folder = Path(folder)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        models = [keras.models.load_model(folder / name, compile=False)
+                  for name in manifest["members"]]
+        if not models:
+            raise ValueError(f"{folder}: the ensemble has no members")
+        return cls(models, manifest)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return tuple(self.manifest["input_shape"])  # type: ignore[return-value]
+
+    def member_predictions(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """(members, N) predictions."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"curves of shape (N, {self.input_shape[0]}, "
+                             f"{self.input_shape[1]}) expected, got {x.shape}")
+        return np.stack([m.predict(x, batch_size=batch_size, verbose=0).reshape(-1)
+                         for m in self.models])
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """(mean [Fe/H], spread over members) per curve."""
+        p = self.member_predictions(x, batch_size)
+        spread = p.std(axis=0, ddof=1) if len(p) > 1 else np.zeros(p.shape[1])
+        return p.mean(axis=0), spread

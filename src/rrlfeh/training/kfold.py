@@ -1,0 +1,163 @@
+"""Repeated stratified K-fold: the folds, and the fit of one fold as a self-contained job.
+
+A fold job trains the network on its training part with early stopping on the validation loss,
+logs itself as an MLflow run nested under the type's K-fold run (hyperparameters, per-epoch
+learning curves, train and validation metrics) and saves its model and result in a checkpoint
+folder. A job whose result is already there is not run again, so a stopped K-fold resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import RepeatedStratifiedKFold
+
+from rrlfeh.training.metrics import regression_metrics
+from rrlfeh.training.tracking import TrackingSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Early stopping and the epoch cap of one fit."""
+
+    max_epochs: int = 100
+    patience: int = 10
+    min_delta: float = 1e-5
+    progress_every: int = 10
+    deterministic: bool = True
+
+
+def stratified_folds(strata: np.ndarray, n_splits: int, n_repeats: int,
+                     seed: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(repeat, fold, train index, validation index), repeats and folds counted from 1; each
+    validation part holds each [Fe/H] stratum in the same proportion as the whole set."""
+    strata = np.asarray(strata)
+    counts = np.bincount(strata - strata.min()) if len(strata) else np.array([])
+    if len(strata) < n_splits or counts[counts > 0].min(initial=n_splits) < n_splits:
+        raise ValueError(f"stratified {n_splits}-fold needs at least {n_splits} stars in every "
+                         f"[Fe/H] stratum; counts {counts.tolist()} (lower preprocess.strata."
+                         "n_bins or crossval.n_splits)")
+    rskf = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
+    out = []
+    for i, (tr, va) in enumerate(rskf.split(np.zeros(len(strata)), strata)):
+        out.append((i // n_splits + 1, i % n_splits + 1, tr, va))
+    return out
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """Everything a worker needs to fit one fold (picklable)."""
+
+    kind: str
+    data_path: str
+    repeat: int
+    fold: int
+    train_index: np.ndarray
+    val_index: np.ndarray
+    spec: dict[str, Any]
+    fit: FitSettings
+    seed: int
+    checkpoint_dir: str
+    tracking: TrackingSettings
+    experiment_id: str
+    parent_run_id: str
+
+    @property
+    def name(self) -> str:
+        return f"r{self.repeat}_k{self.fold}"
+
+    @property
+    def result_path(self) -> Path:
+        return Path(self.checkpoint_dir) / f"{self.name}.json"
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.checkpoint_dir) / f"{self.name}.keras"
+
+
+def load_result(job: FoldJob) -> dict[str, Any] | None:
+    """The saved result of a finished fold (with its model), or None."""
+    if job.result_path.exists() and job.model_path.exists():
+        return json.loads(job.result_path.read_text())
+    return None
+
+
+def fit_fold(job: FoldJob) -> dict[str, Any]:
+    """Fit one fold (or return its saved result): metrics, history, predictions, MLflow run id."""
+    done = load_result(job)
+    if done is not None:
+        log.info("%s fold %s: already done (run %s), reused", job.kind, job.name,
+                 done["run_id"])
+        return done
+    import keras
+    import mlflow
+
+    from rrlfeh.training.arrays import load_training_set
+    from rrlfeh.training.callbacks import ProgressLog, nan_guard
+    from rrlfeh.training.model import NetworkSpec, build_model, predict
+    from rrlfeh.training.runner import seed_everything
+    from rrlfeh.training.tracking import flatten, log_history
+
+    t0 = time.monotonic()
+    seed_everything(job.seed, job.fit.deterministic)
+    data = load_training_set(job.data_path, job.kind)
+    tr, va = data.subset(job.train_index), data.subset(job.val_index)
+    spec = NetworkSpec.from_params(job.spec)
+    mlflow.set_tracking_uri(job.tracking.uri)
+    label = f"{job.kind} {job.name}"
+    tags = {"mlflow.parentRunId": job.parent_run_id, "rr_type": job.kind,
+            "repeat": str(job.repeat), "fold": str(job.fold), "dvc.stage": "crossval"}
+    with mlflow.start_run(experiment_id=job.experiment_id, run_name=f"{job.kind} fold {job.name}",
+                          tags=tags) as run:
+        mlflow.log_params({**flatten(spec.as_dict(), "model."), **flatten(asdict(job.fit), "fit."),
+                           "repeat": job.repeat, "fold": job.fold, "seed": job.seed,
+                           "n_train": len(tr), "n_val": len(va)})
+        model = build_model(data.input_shape, spec)
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=job.fit.patience,
+                                             min_delta=job.fit.min_delta,
+                                             restore_best_weights=True)
+        hist = model.fit(tr.X, tr.y, sample_weight=tr.weights, batch_size=spec.batch_size,
+                         epochs=job.fit.max_epochs, verbose=0,
+                         validation_data=(va.X, va.y, va.weights),
+                         callbacks=[stop, nan_guard(), ProgressLog(label, job.fit.progress_every)])
+        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        log_history(history, run_id=run.info.run_id)
+        pred_tr, pred_va = predict(model, tr.X), predict(model, va.X)
+        if not (np.isfinite(pred_tr).all() and np.isfinite(pred_va).all()):
+            raise FloatingPointError(f"{label}: the fit diverged (non-finite predictions); "
+                                     "lower the learning rate")
+        m_tr = regression_metrics(tr.y, pred_tr, tr.weights)
+        m_va = regression_metrics(va.y, pred_va, va.weights)
+        val_loss = np.asarray(history["val_loss"])
+        best_epoch = int(np.nanargmin(val_loss)) + 1
+        mlflow.log_metrics({**{f"train_{k}": v for k, v in m_tr.items() if k != "n"},
+                            **{f"val_{k}": v for k, v in m_va.items() if k != "n"},
+                            "best_epoch": best_epoch, "epochs_run": len(val_loss),
+                            "fit_seconds": time.monotonic() - t0})
+        Path(job.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        tmp_model = job.model_path.with_name(f".{job.model_path.name}.tmp.keras")
+        model.save(tmp_model)
+        os.replace(tmp_model, job.model_path)
+        result = {
+            "kind": job.kind, "repeat": job.repeat, "fold": job.fold, "run_id": run.info.run_id,
+            "best_epoch": best_epoch, "epochs_run": len(val_loss), "history": history,
+            "metrics_train": m_tr, "metrics_val": m_va, "seconds": time.monotonic() - t0,
+            "train_index": job.train_index.tolist(), "val_index": job.val_index.tolist(),
+            "pred_train": pred_tr.tolist(), "pred_val": pred_va.tolist(),
+        }
+        tmp = job.result_path.with_name(f".{job.result_path.name}.tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, job.result_path)
+    log.info("%s: best epoch %d of %d, val R2 %.3f RMSE %.3f wRMSE %.3f (%.0f s)", label,
+             best_epoch, len(val_loss), m_va["r2"], m_va["rmse"], m_va["wrmse"],
+             time.monotonic() - t0)
+    return result
