@@ -1,13 +1,16 @@
-"""`dvc repro` end to end on a small embedded default, in a copy of the working tree."""
+"""`dvc repro` end to end on a small embedded default, in a copy of the working tree: data
+stages, then tune -> crossval -> train on the tiny budget, tracked in the project's MLflow store."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -36,13 +39,15 @@ def workdir(tmp_path_factory) -> Path:
     """A copy of the working tree (what a clone would hold) with a small synthetic sample."""
     work = tmp_path_factory.mktemp("clone")
     for f in tracked_files():
-        if f.startswith(("data/raw/", "data/validated/", "data/processed/", "reports/")):
+        if f.startswith(("data/raw/", "data/validated/", "data/processed/", "reports/",
+                         "models/")):
             continue  # outputs of the pipeline: the run below must make them
         (work / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, work / f)
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["acquire"]["source"] = "synthetic"
     params["acquire"]["synthetic"]["n_stars"] = 400
+    params["budget"] = "tiny"
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], work)
     run(["dvc", "repro"], work)
@@ -69,3 +74,116 @@ def test_second_repro_has_nothing_to_do(workdir: Path):
 def test_metrics_are_readable_by_dvc(workdir: Path):
     res = run(["dvc", "metrics", "show", "--json"], workdir)
     assert "n_stars" in res.stdout
+
+
+def runs_of(workdir: Path):
+    """All runs of the project's MLflow store (SQLite inside the project), as a DataFrame."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["rrlfeh"], max_results=10_000)
+
+
+def children(runs, parent_id: str):
+    return runs[runs["tags.mlflow.parentRunId"] == parent_id]
+
+
+def test_tracking_store_lives_in_the_project_and_is_git_ignored(workdir: Path):
+    assert (workdir / "mlflow.db").is_file() and (workdir / "mlartifacts").is_dir()
+    res = run(["git", "check-ignore", "mlflow.db", "mlartifacts"], workdir)
+    assert res.stdout.split() == ["mlflow.db", "mlartifacts"]
+
+
+def test_every_hyperband_trial_is_a_nested_run_with_metrics(workdir: Path):
+    best = json.loads((workdir / "models/best_hparams.json").read_text())
+    runs = runs_of(workdir)
+    for kind in ("RRab", "RRc"):
+        parent = runs[runs["tags.mlflow.runName"] == f"tune {kind}"]
+        assert len(parent) == 1 and parent["status"].item() == "FINISHED"
+        assert parent["tags.mlflow.source.git.commit"].notna().all()
+        assert parent["params.budget.name"].item() == "tiny"
+        assert parent["params.tune.space.learning_rate"].item() == "[0.001, 0.01, 0.1]"
+        trials = children(runs, parent["run_id"].item())
+        assert len(trials) == best[kind]["n_trials"] == 5  # hyperband_budget(2, 2)
+        assert trials["metrics.best_val_loss"].notna().all()
+        assert trials["metrics.val_r2"].notna().all()
+        assert trials["params.learning_rate"].isin(["0.001", "0.01", "0.1"]).all()
+        assert trials["params.batch_size"].notna().all()
+        # per-epoch losses of a trial are a metric series
+        history = mlflow_history(workdir, trials["run_id"].iloc[-1], "val_loss")
+        assert len(history) >= 1
+        assert best[kind]["network"]["learning_rate"] in (0.001, 0.01, 0.1)
+
+
+def mlflow_history(workdir: Path, run_id: str, key: str) -> list[float]:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    return [m.value for m in client.get_metric_history(run_id, key)]
+
+
+def test_every_fold_is_a_nested_run_with_learning_curves(workdir: Path):
+    runs = runs_of(workdir)
+    for kind in ("RRab", "RRc"):
+        parent = runs[runs["tags.mlflow.runName"] == f"crossval {kind}"]
+        assert len(parent) == 1
+        for stat in ("mean", "std"):
+            assert parent[f"metrics.val_r2_{stat}"].notna().all()
+        folds = children(runs, parent["run_id"].item())
+        assert len(folds) == 4  # tiny budget: 2 splits x 2 repeats
+        assert sorted(zip(folds["tags.repeat"], folds["tags.fold"], strict=True)) == [
+            ("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]
+        for col in ("val_r2", "val_wrmse", "val_wmae", "val_rmse", "val_mae", "train_r2",
+                    "best_epoch"):
+            assert folds[f"metrics.{col}"].notna().all(), col
+        for run_id, epochs in zip(folds["run_id"], folds["metrics.epochs_run"], strict=True):
+            assert len(mlflow_history(workdir, run_id, "loss")) == int(epochs)
+            assert len(mlflow_history(workdir, run_id, "val_loss")) == int(epochs)
+
+
+def test_dvc_metrics_show_prints_table1_for_both_types(workdir: Path):
+    res = run(["dvc", "metrics", "show", "--json"], workdir)
+    metrics = json.loads(res.stdout)
+    cv = next(v["data"]["reports/crossval.json"]["data"] for v in metrics.values())
+    for kind in ("RRab", "RRc"):
+        for part in ("train", "val"):
+            assert set(cv[kind][part]) == {"r2", "wrmse", "wmae", "rmse", "mae"}
+            assert all(set(v) == {"mean", "std"} for v in cv[kind][part].values())
+    shown = run(["dvc", "metrics", "show"], workdir).stdout
+    assert "RRab.val.wrmse.mean" in shown and "RRc.val.r2.std" in shown
+
+
+def test_crossval_figures_are_dvc_plots(workdir: Path):
+    for kind in ("RRab", "RRc"):
+        for name in ("learning_curves", "true_vs_predicted", "residuals_vs_epochs"):
+            assert (workdir / f"reports/figures/{kind}_{name}.png").stat().st_size > 1000
+
+
+def test_final_model_is_the_fold_ensemble_with_a_spread(workdir: Path):
+    from rrlfeh.training.arrays import load_training_set
+    from rrlfeh.training.ensemble import Ensemble
+
+    for kind in ("RRab", "RRc"):
+        ens = Ensemble.load(workdir / "models/final" / kind)
+        assert len(ens.models) == 4 and ens.manifest["strategy"] == "ensemble"
+        data = load_training_set(workdir / f"data/processed/{kind}.npz", kind)
+        mean, spread = ens.predict(data.X[:20])
+        members = ens.member_predictions(data.X[:20])
+        assert np.allclose(mean, members.mean(axis=0)) and (spread > 0).all()
+    train = json.loads((workdir / "reports/train.json").read_text())
+    assert train["RRab"]["n_members"] == 4
+
+
+def test_a_stopped_crossval_resumes_only_the_missing_fold(workdir: Path, tmp_path: Path):
+    work = tmp_path / "resume"
+    shutil.copytree(workdir, work, symlinks=True)
+    before = runs_of(work)
+    results = sorted((work / "data/cache/crossval").glob("RRc-*/r2_k1.json"))
+    assert len(results) == 1
+    results[0].unlink()  # as if the job had died before finishing this fold
+    run([str(BIN / "rrlfeh"), "crossval"], work)
+    after = runs_of(work)
+    new = after[~after["run_id"].isin(before["run_id"])]
+    assert list(zip(new["tags.rr_type"], new["tags.repeat"], new["tags.fold"], strict=True)) == [
+        ("RRc", "2", "1")]
+    assert results[0].exists()

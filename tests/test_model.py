@@ -1,0 +1,80 @@
+"""The paper's network: its layers, penalties and the weighted loss as params.yaml says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from rrlfeh.training.metrics import regression_metrics
+from rrlfeh.training.model import NetworkSpec, build_model, predict
+
+from conftest import REPO
+
+
+def test_network_is_three_gru_dropout_blocks_and_a_linear_output():
+    spec = NetworkSpec.from_params(yaml.safe_load((REPO / "params.yaml").read_text())["model"])
+    assert spec.units == (20, 16, 8) and spec.dropout == (0.2, 0.2, 0.1)
+    model = build_model((264, 2), spec)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["InputLayer", "GRU", "Dropout", "GRU", "Dropout", "GRU", "Dropout", "Dense"]
+    grus = [la for la in model.layers if type(la).__name__ == "GRU"]
+    assert [g.units for g in grus] == [20, 16, 8]
+    assert [g.return_sequences for g in grus] == [True, True, False]
+    assert all(g.activation.__name__ == "tanh" for g in grus)
+    assert grus[0].kernel_regularizer.l2 == pytest.approx(2e-6)
+    assert grus[0].recurrent_regularizer.l1 == pytest.approx(2e-6)
+    assert [la.rate for la in model.layers if type(la).__name__ == "Dropout"] == [0.2, 0.2, 0.1]
+    dense = model.layers[-1]
+    assert dense.units == 1 and dense.activation.__name__ == "linear"
+    assert model.input_shape == (None, 264, 2) and model.output_shape == (None, 1)
+    assert model.optimizer.__class__.__name__ == "Adam"
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+
+
+def test_keras_weighted_metrics_agree_with_ours():
+    """The loss and wRMSE that Keras reports in fit/evaluate are the KDE-weighted ones."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 30, 2)).astype("float32")
+    y = rng.normal(-1.5, 0.5, 64).astype("float32")
+    w = rng.uniform(0.1, 4.0, 64).astype("float32")
+    model = build_model((30, 2), NetworkSpec(units=(4, 3, 2), kernel_l2=0.0, recurrent_l1=0.0))
+    got = model.evaluate(x, y, sample_weight=w, batch_size=64, verbose=0, return_dict=True)
+    ours = regression_metrics(y, predict(model, x), w)
+    assert got["wrmse"] == pytest.approx(ours["wrmse"], rel=1e-4)
+    assert got["rmse"] == pytest.approx(ours["rmse"], rel=1e-4)
+    assert got["wmae"] == pytest.approx(ours["wmae"], rel=1e-4)
+    assert got["wrmse"] != pytest.approx(got["rmse"], rel=1e-3)
+    # weighted MSE loss: sum(w * r^2) / N (Keras' sum-over-batch-size reduction)
+    r = y - predict(model, x)
+    assert got["loss"] == pytest.approx(float(np.sum(w * r**2) / len(y)), rel=1e-4)
+
+
+def test_the_period_channel_changes_the_prediction():
+    """The network sees phase x period: same shape, other period -> other [Fe/H]."""
+    rng = np.random.default_rng(1)
+    phase = np.linspace(0, 1, 40, endpoint=False)
+    shape = np.sin(2 * np.pi * phase)
+    x = np.stack([np.stack([shape, phase * p], -1) for p in (0.3, 0.7)]).astype("float32")
+    model = build_model((40, 2), NetworkSpec(units=(4, 3, 2)))
+    for layer in model.layers:  # non-trivial weights, deterministic
+        layer.set_weights([rng.normal(0, 0.5, v.shape) for v in layer.get_weights()])
+    p = predict(model, x)
+    assert abs(p[0] - p[1]) > 1e-4
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"units": (20, 16), "dropout": (0.2, 0.2, 0.1)}, "one value a"),
+    ({"dropout": (0.2, 1.2, 0.1)}, "bad units"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+])
+def test_bad_network_settings_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        NetworkSpec(**kw)
+    with pytest.raises(ValueError, match="unknown network settings"):
+        NetworkSpec.from_params({"unit": [1, 2, 3]})
+
+
+def test_spec_round_trips_through_json_values():
+    spec = NetworkSpec(units=(16, 8, 4), dropout=(0.1, 0.4, 0.6), batch_size=64)
+    assert NetworkSpec.from_params(spec.as_dict()) == spec
