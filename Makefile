@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (Python 3.11, package registries reachable):
 #   make repro   set up .venv from the pinned lock, then run the pipeline (dvc repro) on the embedded default
 #   make test    set up .venv, then run ruff and the whole test suite
+#   make ui      the MLflow UI of the project's tracking store on http://127.0.0.1:5000
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro test lint bench clean
+.PHONY: setup repro test lint bench ui clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ test: setup lint
 bench: setup
 	$(BIN)/python benchmarks/period_search.py
 	$(BIN)/python benchmarks/preprocess.py
+	$(BIN)/python benchmarks/train.py
+
+UI_PORT ?= 5000
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db -h 127.0.0.1 -p $(UI_PORT)
 
 clean:
 	rm -rf $(VENV)

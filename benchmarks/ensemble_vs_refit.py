@@ -33,7 +33,7 @@ from rrlfeh.training.arrays import TrainingSet, load_training_set
 from rrlfeh.training.kfold import stratified_folds
 from rrlfeh.training.metrics import NAMES, aggregate, regression_metrics
 from rrlfeh.training.model import NetworkSpec, build_model, predict
-from rrlfeh.training.runner import seed_everything
+from rrlfeh.training.runner import quiet_tensorflow, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_DELTA = 1e-5
@@ -50,13 +50,6 @@ class FoldResult:
     seconds: float
     val: dict[str, float]
     pred_test: np.ndarray
-
-
-def quiet_tensorflow() -> None:
-    """Silence TensorFlow's Python warnings (predict retracing once per new fold model)."""
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
 
 
 def split_test(data: TrainingSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -110,22 +110,32 @@ def time_inference(x: np.ndarray, spec: NetworkSpec, seed: int, deterministic: b
 
 
 def describe_machine(deterministic: bool) -> None:
-    """Versions, cores and the devices TensorFlow sees."""
+    """Versions, cores and the devices the Keras backend sees (TensorFlow here; JAX or PyTorch
+    where KERAS_BACKEND says so, e.g. on a GPU machine without TensorFlow)."""
     import keras
-    import tensorflow as tf
 
+    backend = keras.backend.backend()
     cores = os.cpu_count() or 1
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    devices = [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()]
-    gpus = tf.config.list_physical_devices("GPU")
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
-          f"{platform.python_version()}, {platform.machine()}")
-    print(f"CPU cores: {cores} (usable by this process: {usable}); intra/inter-op threads "
-          f"{tf.config.threading.get_intra_op_parallelism_threads()}/"
-          f"{tf.config.threading.get_inter_op_parallelism_threads()} (0 = TF default)")
-    print(f"devices TensorFlow sees: {', '.join(devices)}")
-    print(f"training runs on: {'GPU (' + gpus[0].name + ')' if gpus else 'CPU'}; "
-          f"op determinism {'on' if deterministic else 'off'}; jit_compile off")
+    print(f"Keras {keras.__version__} on {backend}, Python {platform.python_version()}, "
+          f"{platform.machine()}; CPU cores: {cores} (usable by this process: {usable})")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = [f"{d.device_type}:{d.name}" for d in tf.config.list_physical_devices()]
+        print(f"TensorFlow {tf.__version__}; intra/inter-op threads "
+              f"{tf.config.threading.get_intra_op_parallelism_threads()}/"
+              f"{tf.config.threading.get_inter_op_parallelism_threads()} (0 = TF default)")
+    elif backend == "jax":
+        import jax
+
+        devices = [str(d) for d in jax.devices()]
+    else:
+        import torch
+
+        devices = [torch.cuda.get_device_name(0)] if torch.cuda.is_available() else ["cpu"]
+    print(f"devices the backend sees: {', '.join(devices)}")
+    print(f"op determinism {'on' if deterministic else 'off'}; jit_compile off")
 
 
 def main() -> None:
@@ -188,7 +198,7 @@ def main() -> None:
     print(f"| predict | {len(x)} | 1024 | - | {len(x) / best_pred:,.0f} | - |")
     for b, s, cps, s5k in rows:
         print(f"| train (sweep) | {n_sweep} | {b} | {s:.2f} | {cps:,.0f} | {s5k:.2f} |")
-    print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s (after loading TensorFlow)")
+    print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s (after loading the Keras backend)")
 
 
 if __name__ == "__main__":

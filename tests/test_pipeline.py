@@ -50,6 +50,9 @@ def workdir(tmp_path_factory) -> Path:
     params["budget"] = "tiny"
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], work)
+    run(["git", "add", "-A"], work)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm",
+         "clone"], work)
     run(["dvc", "repro"], work)
     return work
 
@@ -187,3 +190,52 @@ def test_a_stopped_crossval_resumes_only_the_missing_fold(workdir: Path, tmp_pat
     assert list(zip(new["tags.rr_type"], new["tags.repeat"], new["tags.fold"], strict=True)) == [
         ("RRc", "2", "1")]
     assert results[0].exists()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_ui_serves_the_runs_on_localhost(workdir: Path):
+    """The README's `make ui` command: the UI's server answers with the search and fold runs."""
+    import signal
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri",
+                             "sqlite:///mlflow.db", "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow ui did not come up in 60 s")
+        url = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=rrlfeh"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            exp_id = json.load(r)["experiment"]["experiment_id"]
+        body = json.dumps({"experiment_ids": [exp_id], "max_results": 1000}).encode()
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            runs = json.load(r)["runs"]
+        names = [next(t["value"] for t in run["data"]["tags"] if t["key"] == "mlflow.runName")
+                 for run in runs]
+        assert {"tune RRab", "tune RRc", "crossval RRab", "crossval RRc"} <= set(names)
+        assert sum(n.startswith("RRab fold") for n in names) == 4
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -42,6 +42,22 @@ def fold_predictions(results: list[dict[str, Any]], n: int,
         return oof, train_sum / train_n
 
 
+def baseline_folds(data, results: list[dict[str, Any]],
+                   n_repeats: int) -> tuple[list[dict[str, float]], np.ndarray]:
+    """The classical (P, φ31, R21) plane fitted on each fold's training part: its validation
+    metrics per fold and its out-of-fold prediction (mean over repeats)."""
+    from rrlfeh.training.baseline import LinearRelation, fourier_features
+
+    feats = fourier_features(data.X, data.period)
+    per_fold, oof = [], np.zeros((n_repeats, len(data)))
+    for r in results:
+        tr, va = np.asarray(r["train_index"]), np.asarray(r["val_index"])
+        pred = LinearRelation().fit(feats[tr], data.y[tr], data.weights[tr]).predict(feats[va])
+        per_fold.append(regression_metrics(data.y[va], pred, data.weights[va]))
+        oof[r["repeat"] - 1, va] = pred
+    return per_fold, oof.mean(axis=0)
+
+
 def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
               figures_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, list[Path]]:
     """Table-1 aggregates, the per-star prediction table and the three figures of one type."""
@@ -50,13 +66,19 @@ def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
     results = sorted(results, key=lambda r: (r["repeat"], r["fold"]))
     oof, pred_train = fold_predictions(results, len(data), n_repeats)
     pred_oof = oof.mean(axis=0)
+    base_folds, base_oof = baseline_folds(data, results, n_repeats)
     metrics = {
         "train": aggregate(r["metrics_train"] for r in results),
         "val": aggregate(r["metrics_val"] for r in results),
         "oof": {k: v for k, v in regression_metrics(data.y, pred_oof, data.weights).items()
                 if k != "n"},
+        "baseline_val": aggregate(base_folds),
+        "baseline_oof": {k: v for k, v in regression_metrics(
+            data.y, base_oof, data.weights).items() if k != "n"},
         "n_stars": len(data), "n_folds": len(results),
         "best_epoch_median": float(np.median([r["best_epoch"] for r in results])),
+        "stopped_by": {k: sum(r.get("stopped_by") == k for r in results)
+                       for k in ("early_stopping", "max_epochs", "time_budget")},
     }
     table = pd.DataFrame({"source_id": data.source_id, "feh": data.y, "weight": data.weights,
                           "n_epochs": data.n_epochs, "period": data.period,
@@ -87,7 +109,7 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
     """Fit all folds of one type (resuming finished ones); returns (metrics, table, figures)."""
     import mlflow
 
-    from rrlfeh.stages.tune import config_hash, file_digest
+    from rrlfeh.stages.tune import code_digest, config_hash, file_digest
     from rrlfeh.training.arrays import load_training_set
     from rrlfeh.training.tracking import git_tags, log_params
 
@@ -97,10 +119,12 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
     fit = FitSettings(max_epochs=int(budget["max_epochs"]), patience=int(budget["patience"]),
                       min_delta=float(c.get("min_delta", 1e-5)),
                       progress_every=int(c.get("progress_every", 10)),
-                      deterministic=bool(c.get("deterministic", True)))
+                      deterministic=bool(c.get("deterministic", True)),
+                      max_seconds=(float(budget["max_fit_seconds"])
+                                   if budget.get("max_fit_seconds") else None))
     folds = stratified_folds(data.strata, n_splits, n_repeats, int(c["seed"]))
     ckpt = root / c["cache_dir"] / (f"{kind}-" + config_hash(
-        dict(network), dict(budget), dict(c), file_digest(path)))
+        dict(network), dict(budget), dict(c), file_digest(path), code_digest()))
     ckpt.mkdir(parents=True, exist_ok=True)
     parent_file = ckpt / "mlflow_parent_run_id"
     client = mlflow.MlflowClient()
@@ -119,7 +143,8 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
     jobs = [FoldJob(kind=kind, data_path=str(path), repeat=r, fold=k, train_index=tr,
                     val_index=va, spec=dict(network), fit=fit,
                     seed=int(c["seed"]) + 1000 * r + k, checkpoint_dir=str(ckpt),
-                    tracking=tracking, experiment_id=experiment_id, parent_run_id=parent_id)
+                    tracking=tracking, experiment_id=experiment_id, parent_run_id=parent_id,
+                    tags=git_tags(root))
             for r, k, tr, va in folds]
     return data, jobs, parent_id, ckpt, n_repeats
 
@@ -175,7 +200,8 @@ def run(processed_dir: Path, hparams_path: Path, params: Mapping[str, Any], root
         write_parquet(table, dest / "predictions.parquet")
         write_json({"members": members, "network": best[kind]["network"],
                     "folds": [{k: r[k] for k in ("repeat", "fold", "best_epoch", "epochs_run",
-                                                 "run_id", "metrics_train", "metrics_val")}
+                                                 "stopped_by", "run_id", "metrics_train",
+                                                 "metrics_val")}
                               for r in sorted(results[kind],
                                               key=lambda r: (r["repeat"], r["fold"]))],
                     "mlflow_run_id": parent_id, "metrics": m}, dest / "folds.json")
@@ -184,12 +210,16 @@ def run(processed_dir: Path, hparams_path: Path, params: Mapping[str, Any], root
                     for part in ("train", "val") for name, v in m[part].items()
                     for stat in ("mean", "std")}
             flat.update({f"oof_{k}": v for k, v in m["oof"].items()})
+            flat.update({f"baseline_val_{name}_mean": v["mean"]
+                         for name, v in m["baseline_val"].items()})
             mlflow.log_metrics({**flat, "best_epoch_median": m["best_epoch_median"]})
             for f in figs:
                 mlflow.log_artifact(str(f), artifact_path="figures")
             mlflow.log_artifact(str(dest / "predictions.parquet"))
         metrics[kind] = m
-        log.info("%s: validation R2 %.3f ± %.3f, RMSE %.3f ± %.3f, wRMSE %.3f ± %.3f", kind,
+        log.info("%s: validation R2 %.3f ± %.3f, RMSE %.3f ± %.3f, wRMSE %.3f ± %.3f (classical "
+                 "P-phi31-R21 plane: R2 %.3f, RMSE %.3f)", kind,
                  m["val"]["r2"]["mean"], m["val"]["r2"]["std"], m["val"]["rmse"]["mean"],
-                 m["val"]["rmse"]["std"], m["val"]["wrmse"]["mean"], m["val"]["wrmse"]["std"])
+                 m["val"]["rmse"]["std"], m["val"]["wrmse"]["mean"], m["val"]["wrmse"]["std"],
+                 m["baseline_val"]["r2"]["mean"], m["baseline_val"]["rmse"]["mean"])
     write_json(metrics, metrics_path)

@@ -84,13 +84,20 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         fit_m = regression_metrics(data.y, mean, data.weights)
         oof_m = regression_metrics(oof["feh"].to_numpy(), oof["pred_oof"].to_numpy(),
                                    oof["weight"].to_numpy())
+        # the members' spread is model disagreement only; the out-of-fold residuals set the
+        # rest of the per-star error (label noise, information the curve does not hold)
+        residual_sigma = float(np.sqrt(max(oof_m["rmse"] ** 2 - np.mean(spread**2), 0.0)))
+        manifest["residual_sigma"] = residual_sigma
+        write_json(manifest, out_dir / kind / MANIFEST)
+        ens.manifest = manifest
         m = {"n_members": len(manifest["members"]), "n_stars": len(data),
              "in_sample": {k: v for k, v in fit_m.items() if k != "n"},
              "out_of_fold": {k: v for k, v in oof_m.items() if k != "n"},
-             "spread_median": float(np.median(spread)),
+             "spread_median": float(np.median(spread)), "residual_sigma": residual_sigma,
              "spread_p90": float(np.quantile(spread, 0.9))}
         write_parquet(pd.DataFrame({"source_id": data.source_id, "feh": data.y,
-                                    "feh_pred": mean, "feh_spread": spread}),
+                                    "feh_pred": mean, "feh_spread": spread,
+                                    "feh_error": ens.total_error(spread)}),
                       out_dir / kind / "training_predictions.parquet")
         with stage_run(f"train {kind}", stage="train", root=root,
                        params={"train": dict(t), "model": manifest["network"]},

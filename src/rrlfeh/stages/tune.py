@@ -53,6 +53,16 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def code_digest() -> str:
+    """md5 of the training code: a checkpoint made by other code is not resumed."""
+    from rrlfeh import training
+
+    h = hashlib.md5()
+    for f in sorted(Path(training.__file__).parent.glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def config_hash(*parts: Any) -> str:
     """Short hash of JSON-able settings: a changed setting starts a new search, not a resume."""
     text = json.dumps(parts, sort_keys=True, default=str)
@@ -76,7 +86,7 @@ def tune_one(job: TuneJob) -> dict[str, Any]:
     from rrlfeh.training.hyperband import GRUHyperModel, TrackedHyperband, hyperband_budget
     from rrlfeh.training.model import NetworkSpec
     from rrlfeh.training.runner import seed_everything
-    from rrlfeh.training.tracking import setup_tracking, stage_run
+    from rrlfeh.training.tracking import git_tags, setup_tracking, stage_run
 
     t0 = time.monotonic()
     seed_everything(job.seed, job.deterministic)
@@ -103,6 +113,7 @@ def tune_one(job: TuneJob) -> dict[str, Any]:
                                "expected_trials": trials, "expected_epochs": epochs})
         tuner = TrackedHyperband(
             hypermodel, label=job.kind, y_val=va.y, expected_trials=trials,
+            tags=git_tags(Path(job.root)),
             objective="val_loss", max_epochs=int(hb["max_epochs"]), factor=int(hb["factor"]),
             hyperband_iterations=int(hb.get("iterations", 1)), seed=job.seed,
             directory=str(search_dir), project_name="keras_tuner", overwrite=False)
@@ -153,7 +164,7 @@ def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path
             log.warning("%s: not tuned, %s", kind, out[kind]["skipped"])
             continue
         settings = [base, dict(t["space"]), dict(budget["tune"]), t["validation_fraction"],
-                    t["seed"], file_digest(path)]
+                    t["seed"], file_digest(path), code_digest()]
         jobs.append(TuneJob(
             kind=kind, data_path=str(path), base=base,
             space={k: list(v) for k, v in t["space"].items()}, hyperband=dict(budget["tune"]),
@@ -165,6 +176,6 @@ def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path
     for result in run_jobs(tune_one, jobs, int(t.get("workers", 0))):
         out[result.pop("kind")] = result
     write_json({k: out[k] for k in schema.TYPES if k in out}, root / t["out"])
-    write_json({k: ({m: v[m] for m in ("val_loss", "val_r2", "val_rmse", "n_trials", "seconds")
+    write_json({k: ({m: v[m] for m in ("val_loss", "val_r2", "val_rmse", "val_wrmse", "n_trials")
                      if m in v} if "skipped" not in v else {"skipped": v["skipped"]})
                 for k, v in out.items()}, metrics_path)

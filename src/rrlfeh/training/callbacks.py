@@ -33,3 +33,22 @@ class ProgressLog(keras.callbacks.Callback):
 def nan_guard():
     """Stop a fit whose loss went NaN (a diverging learning rate) instead of running on."""
     return keras.callbacks.TerminateOnNaN()
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop a fit at the end of the first epoch past `seconds` of wall time (a budget of the
+    default profile; early stopping still restores the best epoch's weights)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.stopped = False
+        self._t0 = time.monotonic()
+
+    def on_train_begin(self, logs=None) -> None:
+        self._t0 = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if self.seconds is not None and time.monotonic() - self._t0 > self.seconds:
+            self.stopped = True
+            self.model.stop_training = True

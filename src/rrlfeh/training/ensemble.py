@@ -51,6 +51,12 @@ class Ensemble:
         return np.stack([m.predict(x, batch_size=batch_size, verbose=0).reshape(-1)
                          for m in self.models])
 
+    def total_error(self, spread: np.ndarray) -> np.ndarray:
+        """Per-star [Fe/H] error: the spread and the residual scatter of the out-of-fold
+        predictions that the spread does not explain (manifest `residual_sigma`), in quadrature."""
+        sigma = float(self.manifest.get("residual_sigma", 0.0))
+        return np.sqrt(np.asarray(spread) ** 2 + sigma**2)
+
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """(mean [Fe/H], spread over members) per curve."""
         p = self.member_predictions(x, batch_size)

@@ -99,9 +99,11 @@ class TrackedHyperband(kt.Hyperband):
     its hyperparameters, per-epoch losses and final validation metrics."""
 
     def __init__(self, hypermodel: GRUHyperModel, *, label: str, y_val: np.ndarray,
-                 expected_trials: int, **kwargs: Any) -> None:
+                 expected_trials: int, tags: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(hypermodel, **kwargs)
         self.label = label
+        self.tags = dict(tags or {})
         self._y_var = float(np.var(y_val))
         self._expected = expected_trials
         self._done = 0
@@ -115,7 +117,8 @@ class TrackedHyperband(kt.Hyperband):
         hp = dict(trial.hyperparameters.values)
         first = int(hp.get("tuner/initial_epoch", 0))
         with mlflow.start_run(run_name=f"{self.label} trial {trial.trial_id}", nested=True,
-                              tags={"trial_id": trial.trial_id, "rr_type": self.label}) as run:
+                              tags={**self.tags, "trial_id": trial.trial_id,
+                                    "rr_type": self.label, "dvc.stage": "tune"}) as run:
             mlflow.log_params({k.replace("tuner/", "tuner."): v for k, v in hp.items()})
             histories = super().run_trial(trial, *args, **kwargs)
             history = histories[0].history

@@ -34,6 +34,7 @@ class FitSettings:
     min_delta: float = 1e-5
     progress_every: int = 10
     deterministic: bool = True
+    max_seconds: float | None = None  # wall-time cap of one fit (None: no cap)
 
 
 def stratified_folds(strata: np.ndarray, n_splits: int, n_repeats: int,
@@ -70,6 +71,7 @@ class FoldJob:
     tracking: TrackingSettings
     experiment_id: str
     parent_run_id: str
+    tags: dict[str, str] | None = None  # e.g. the git commit, on every fold run
 
     @property
     def name(self) -> str:
@@ -102,7 +104,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
     import mlflow
 
     from rrlfeh.training.arrays import load_training_set
-    from rrlfeh.training.callbacks import ProgressLog, nan_guard
+    from rrlfeh.training.callbacks import ProgressLog, TimeBudget, nan_guard
     from rrlfeh.training.model import NetworkSpec, build_model, predict
     from rrlfeh.training.runner import seed_everything
     from rrlfeh.training.tracking import flatten, log_history
@@ -115,7 +117,8 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
     mlflow.set_tracking_uri(job.tracking.uri)
     label = f"{job.kind} {job.name}"
     tags = {"mlflow.parentRunId": job.parent_run_id, "rr_type": job.kind,
-            "repeat": str(job.repeat), "fold": str(job.fold), "dvc.stage": "crossval"}
+            "repeat": str(job.repeat), "fold": str(job.fold), "dvc.stage": "crossval",
+            **(job.tags or {})}
     with mlflow.start_run(experiment_id=job.experiment_id, run_name=f"{job.kind} fold {job.name}",
                           tags=tags) as run:
         mlflow.log_params({**flatten(spec.as_dict(), "model."), **flatten(asdict(job.fit), "fit."),
@@ -125,10 +128,12 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=job.fit.patience,
                                              min_delta=job.fit.min_delta,
                                              restore_best_weights=True)
+        clock = TimeBudget(job.fit.max_seconds)
         hist = model.fit(tr.X, tr.y, sample_weight=tr.weights, batch_size=spec.batch_size,
                          epochs=job.fit.max_epochs, verbose=0,
                          validation_data=(va.X, va.y, va.weights),
-                         callbacks=[stop, nan_guard(), ProgressLog(label, job.fit.progress_every)])
+                         callbacks=[stop, clock, nan_guard(),
+                                    ProgressLog(label, job.fit.progress_every)])
         history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         log_history(history, run_id=run.info.run_id)
         pred_tr, pred_va = predict(model, tr.X), predict(model, va.X)
@@ -139,6 +144,9 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
         m_va = regression_metrics(va.y, pred_va, va.weights)
         val_loss = np.asarray(history["val_loss"])
         best_epoch = int(np.nanargmin(val_loss)) + 1
+        stopped_by = ("time_budget" if clock.stopped else "early_stopping"
+                      if len(val_loss) < job.fit.max_epochs else "max_epochs")
+        mlflow.set_tag("stopped_by", stopped_by)
         mlflow.log_metrics({**{f"train_{k}": v for k, v in m_tr.items() if k != "n"},
                             **{f"val_{k}": v for k, v in m_va.items() if k != "n"},
                             "best_epoch": best_epoch, "epochs_run": len(val_loss),
@@ -149,7 +157,8 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
         os.replace(tmp_model, job.model_path)
         result = {
             "kind": job.kind, "repeat": job.repeat, "fold": job.fold, "run_id": run.info.run_id,
-            "best_epoch": best_epoch, "epochs_run": len(val_loss), "history": history,
+            "best_epoch": best_epoch, "epochs_run": len(val_loss), "stopped_by": stopped_by,
+            "history": history,
             "metrics_train": m_tr, "metrics_val": m_va, "seconds": time.monotonic() - t0,
             "train_index": job.train_index.tolist(), "val_index": job.val_index.tolist(),
             "pred_train": pred_tr.tolist(), "pred_val": pred_va.tolist(),
@@ -157,7 +166,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
         tmp = job.result_path.with_name(f".{job.result_path.name}.tmp")
         tmp.write_text(json.dumps(result))
         os.replace(tmp, job.result_path)
-    log.info("%s: best epoch %d of %d, val R2 %.3f RMSE %.3f wRMSE %.3f (%.0f s)", label,
-             best_epoch, len(val_loss), m_va["r2"], m_va["rmse"], m_va["wrmse"],
+    log.info("%s: best epoch %d of %d (%s), val R2 %.3f RMSE %.3f wRMSE %.3f (%.0f s)", label,
+             best_epoch, len(val_loss), stopped_by, m_va["r2"], m_va["rmse"], m_va["wrmse"],
              time.monotonic() - t0)
     return result

@@ -72,12 +72,14 @@ def run_jobs(func: Callable[[J], R], jobs: Iterable[J], workers: int) -> Iterato
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and TensorFlow; deterministic ops make a rerun give the same model."""
+    """Seed Python, NumPy and the Keras backend; with TensorFlow, deterministic ops make a rerun
+    give the same model."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(int(seed))
-    if deterministic:
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
 
 
