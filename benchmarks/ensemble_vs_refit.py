@@ -7,10 +7,11 @@ validation loss (restore_best_weights) and records each fold's best epoch. On th
 with the test KDE weights: (a) each fold model alone (mean ± std over folds), (b) the mean of the
 K fold models of the first repeat, (c) one model refit on all non-test stars for the median best
 epoch (no early stopping: no validation set is left), (d) with --repeats > 1, the mean of all
-K x R models. For the ensembles also: the median per-star spread (std over members, ddof=1 as
-rrlfeh.training.ensemble), the RMS of the test residuals, the fraction of test stars with
-|residual| < spread and the Spearman correlation of spread and |residual|. Prints a table and
-the wall time of each part; asserts nothing.
+K x R models, and (e) the classical baseline: a weighted least-squares plane in (P, φ31, R21)
+from the same inputs (rrlfeh.training.baseline). For the ensembles also: the median per-star
+spread (std over members, ddof=1 as rrlfeh.training.ensemble), the RMS of the test
+residuals, the fraction of test stars with |residual| < spread and the Spearman correlation of
+spread and |residual|. Prints a table and the wall time of each part; asserts nothing.
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/ensemble_vs_refit.py [--kind RRab]
         [--data data/processed] [--test-fraction 0.2] [--splits 5] [--repeats 1]
@@ -109,8 +110,18 @@ def row(label: str, m: dict[str, float], sd: dict[str, float] | None = None) -> 
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
+def baseline_metrics(dev: TrainingSet, test: TrainingSet) -> dict[str, float]:
+    """The classical (P, φ31, R21) plane fitted on the development stars, scored on the test."""
+    from rrlfeh.training.baseline import LinearRelation, fourier_features
+
+    model = LinearRelation().fit(fourier_features(dev.X, dev.period), dev.y, dev.weights)
+    return regression_metrics(test.y, model.predict(fourier_features(test.X, test.period)),
+                              test.weights)
+
+
 def print_report(single: list[dict[str, float]], ens: dict[str, dict[str, float]],
-                 refit_m: dict[str, float], refit_epochs: int, n_test: int) -> None:
+                 refit_m: dict[str, float], refit_epochs: int, n_test: int,
+                 base_m: dict[str, float]) -> None:
     """The comparison table and the ensembles' spread figures."""
     agg = aggregate(single)
     print(f"\ntest set: {n_test} stars (metrics weighted by the test KDE weights)")
@@ -122,6 +133,7 @@ def print_report(single: list[dict[str, float]], ens: dict[str, dict[str, float]
         print(row(f"{label} ({m['members']} members)", m))
         if i == 0:
             print(row(f"(c) refit on all non-test stars, {refit_epochs} epochs", refit_m))
+    print(row("(e) classical plane in (P, φ31, R21), same stars", base_m))
     print("\nensemble spread against the test residuals:")
     print("| ensemble | median spread | RMS residual | RMS / median spread "
           "| frac |res| < spread | Spearman(spread, |res|) |")
@@ -188,7 +200,7 @@ def main() -> None:
         ens["(d) ensemble of all K x R models"] = ensemble_stats(
             np.stack([f.pred_test for f in results]), test)
     print_report(single, ens, regression_metrics(test.y, refit_pred, test.weights),
-                 refit_epochs, len(test))
+                 refit_epochs, len(test), baseline_metrics(dev, test))
     print(f"\nwall time: K-fold {t_folds:.0f} s ({t_folds / len(results):.0f} s per fold), "
           f"refit {t_refit:.0f} s, total {time.perf_counter() - t_all:.0f} s")
 

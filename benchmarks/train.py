@@ -198,7 +198,8 @@ def main() -> None:
     print(f"| predict | {len(x)} | 1024 | - | {len(x) / best_pred:,.0f} | - |")
     for b, s, cps, s5k in rows:
         print(f"| train (sweep) | {n_sweep} | {b} | {s:.2f} | {cps:,.0f} | {s5k:.2f} |")
-    print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s (after loading the Keras backend)")
+    print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s "
+          "(after loading the Keras backend)")
 
 
 if __name__ == "__main__":

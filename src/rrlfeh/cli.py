@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         from rrlfeh.training.runner import quiet_tensorflow
 
         quiet_tensorflow()
+        # under `mlflow run`, the launcher's run id must not become every stage run (the stages
+        # make their own parent and child runs; MLFLOW_TRACKING_URI is still honoured)
+        os.environ.pop("MLFLOW_RUN_ID", None)
     try:
         args.func(args)
     except (config.ConfigError, FileNotFoundError, ValueError, ConnectionError) as exc:
