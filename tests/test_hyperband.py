@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras_tuner as kt
+import numpy as np
 import pytest
 
 from rrlfeh.training.hyperband import GRUHyperModel, check_space, hyperband_budget
@@ -43,3 +44,13 @@ def test_budget_follows_keras_tuner_brackets():
     assert hyperband_budget(9, 3) == (23, 75)
     assert hyperband_budget(2, 2) == (5, 7)
     assert hyperband_budget(20, 3, iterations=2)[0] == 2 * hyperband_budget(20, 3)[0]
+
+
+def test_trials_are_ranked_on_a_trailing_mean_not_one_lucky_epoch():
+    from rrlfeh.training.hyperband import trailing_mean
+
+    noisy = [1.0, 0.2, 1.0, 1.0, 0.6, 0.5, 0.55]
+    smooth = trailing_mean(noisy, 3)
+    assert smooth[:3] == pytest.approx([1.0, 0.6, 2.2 / 3])
+    assert int(np.argmin(smooth)) == 6 and min(smooth) == pytest.approx(0.55)
+    assert trailing_mean(noisy, 1) == noisy

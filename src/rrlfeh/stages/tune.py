@@ -42,6 +42,7 @@ class TuneJob:
     tracking: TrackingSettings
     root: str
     logged_params: dict[str, Any]
+    objective_window: int = 1
 
 
 def file_digest(path: Path) -> str:
@@ -113,7 +114,7 @@ def tune_one(job: TuneJob) -> dict[str, Any]:
                                "expected_trials": trials, "expected_epochs": epochs})
         tuner = TrackedHyperband(
             hypermodel, label=job.kind, y_val=va.y, expected_trials=trials,
-            tags=git_tags(Path(job.root)),
+            tags=git_tags(Path(job.root)), objective_window=job.objective_window,
             objective="val_loss", max_epochs=int(hb["max_epochs"]), factor=int(hb["factor"]),
             hyperband_iterations=int(hb.get("iterations", 1)), seed=job.seed,
             directory=str(search_dir), project_name="keras_tuner", overwrite=False)
@@ -164,7 +165,7 @@ def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path
             log.warning("%s: not tuned, %s", kind, out[kind]["skipped"])
             continue
         settings = [base, dict(t["space"]), dict(budget["tune"]), t["validation_fraction"],
-                    t["seed"], file_digest(path), code_digest()]
+                    t["seed"], t.get("objective_window", 1), file_digest(path), code_digest()]
         jobs.append(TuneJob(
             kind=kind, data_path=str(path), base=base,
             space={k: list(v) for k, v in t["space"].items()}, hyperband=dict(budget["tune"]),
@@ -172,6 +173,7 @@ def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path
             deterministic=bool(t.get("deterministic", True)),
             search_dir=str(root / t["cache_dir"] / f"{kind}-{config_hash(*settings)}"),
             tracking=tracking, root=str(root),
+            objective_window=int(t.get("objective_window", 1)),
             logged_params={"model": base, "tune": dict(t), "budget": dict(budget)}))
     for result in run_jobs(tune_one, jobs, int(t.get("workers", 0))):
         out[result.pop("kind")] = result

@@ -94,15 +94,28 @@ def hyperband_budget(max_epochs: int, factor: int, iterations: int = 1) -> tuple
     return trials * iterations, epochs * iterations
 
 
+def trailing_mean(values: Sequence[float], window: int) -> list[float]:
+    """Mean of each value and the `window` - 1 before it (fewer at the start): the search ranks
+    trials on this, so a single lucky epoch of a noisy fit does not win."""
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or not len(v):
+        return v.tolist()
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    i = np.arange(1, len(v) + 1)
+    lo = np.maximum(0, i - window)
+    return ((c[i] - c[lo]) / (i - lo)).tolist()
+
+
 class TrackedHyperband(kt.Hyperband):
     """keras-tuner Hyperband whose every trial is an MLflow run nested under the active run, with
     its hyperparameters, per-epoch losses and final validation metrics."""
 
     def __init__(self, hypermodel: GRUHyperModel, *, label: str, y_val: np.ndarray,
                  expected_trials: int, tags: Mapping[str, str] | None = None,
-                 **kwargs: Any) -> None:
+                 objective_window: int = 1, **kwargs: Any) -> None:
         super().__init__(hypermodel, **kwargs)
         self.label = label
+        self.window = max(1, int(objective_window))
         self.tags = dict(tags or {})
         self._y_var = float(np.var(y_val))
         self._expected = expected_trials
@@ -125,10 +138,14 @@ class TrackedHyperband(kt.Hyperband):
             log_history({k: [math.nan] * first + list(v) for k, v in history.items()},
                         run_id=run.info.run_id)
             final = self.final_metrics(history)
+            raw = [v for v in history.get("val_loss", []) if np.isfinite(v)]
+            if raw:
+                final["objective"] = float(min(trailing_mean(raw, self.window)))
             mlflow.log_metrics(final)
         for h in histories:  # a diverged trial (NaN) is ranked last, not crashed on
-            h.history["val_loss"] = [v if np.isfinite(v) else BAD_LOSS
-                                     for v in h.history.get("val_loss", [BAD_LOSS])]
+            h.history["val_loss"] = trailing_mean(
+                [v if np.isfinite(v) else BAD_LOSS
+                 for v in h.history.get("val_loss", [BAD_LOSS])], self.window)
         self._done += 1
         log.info("%s trial %s (%d/%d, epochs %d-%d, batch %s, lr %s): best val_loss %.4f, "
                  "val R2 %.3f [%.0f s]", self.label, trial.trial_id, self._done, self._expected,
