@@ -54,3 +54,17 @@ def test_trials_are_ranked_on_a_trailing_mean_not_one_lucky_epoch():
     assert smooth[:3] == pytest.approx([1.0, 0.6, 2.2 / 3])
     assert int(np.argmin(smooth)) == 6 and min(smooth) == pytest.approx(0.55)
     assert trailing_mean(noisy, 1) == noisy
+
+
+def test_tune_without_training_arrays_names_the_folder(tmp_path):
+    """A wrong --params folder or a missing preprocess is an error, not two skipped types."""
+    from pathlib import Path
+
+    import yaml
+
+    from rrlfeh.stages import tune
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    with pytest.raises(FileNotFoundError, match="no <type>.npz training arrays"):
+        tune.run(tmp_path / "processed", params, tmp_path, tmp_path / "tune.json")
+    assert not (tmp_path / "tune.json").exists()

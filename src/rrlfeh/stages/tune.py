@@ -150,6 +150,10 @@ def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path
     from rrlfeh.training.runner import run_jobs
     from rrlfeh.training.tracking import setup_tracking
 
+    if not any((processed_dir / f"{kind}.npz").exists() for kind in schema.TYPES):
+        raise FileNotFoundError(
+            f"{processed_dir}: no <type>.npz training arrays (run `rrlfeh preprocess` first; "
+            "relative paths in params are taken from the params file's folder)")
     t = config.section(params, "tune")
     budget = config.training_budget(params)
     tracking = TrackingSettings.from_params(config.section(params, "tracking"), root)
@@ -161,7 +165,8 @@ def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path
         path = processed_dir / f"{kind}.npz"
         n = int(np.load(path)["y"].shape[0]) if path.exists() else 0
         if n < int(t["min_stars"]):
-            out[kind] = {"skipped": f"{n} stars < tune.min_stars {t['min_stars']}"}
+            why = f"{n} stars < tune.min_stars {t['min_stars']}"
+            out[kind] = {"skipped": why if path.exists() else f"no {path}: {why}"}
             log.warning("%s: not tuned, %s", kind, out[kind]["skipped"])
             continue
         settings = [base, dict(t["space"]), dict(budget["tune"]), t["validation_fraction"],
