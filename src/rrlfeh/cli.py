@@ -69,6 +69,43 @@ def _train(args: argparse.Namespace) -> None:
     train.run(cv_dir, _processed(params, root), params, root, Path(args.metrics))
 
 
+def _register(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import register
+
+    params = config.load_params(args.params)
+    root = Path(args.params).resolve().parent
+    final = root / config.section(params, "train")["out_dir"]
+    raw = config.acquire_params(params, root).out_dir
+    register.run(final, _processed(params, root), raw, params, root, Path(args.metrics))
+
+
+def _score(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import score
+
+    params = config.load_params(args.params)
+    root = Path(args.params).resolve().parent
+    raw = config.acquire_params(params, root).out_dir
+    score.run(raw, config.section(params, "score"), config.section(params, "tracking"), root,
+              Path(args.metrics))
+
+
+def _summary(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import summary
+
+    params = config.load_params(args.params)
+    print(summary.render(Path(args.params).resolve().parent, params))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from rrlfeh.serving import predict
+
+    params = config.load_params(args.params)
+    root = Path(args.params).resolve().parent
+    model = args.model or config.section(params, "score")["model_uri"]
+    predict.run(Path(args.input), Path(args.output), model, config.section(params, "tracking"),
+                root, chunk_stars=args.chunk_stars, n_jobs=args.jobs)
+
+
 STAGES = {
     "acquire": (_acquire, "reports/acquire.json",
                 "fetch or generate data/raw (stars, epochs, labels)"),
@@ -82,6 +119,10 @@ STAGES = {
                  "repeated stratified K-fold (MLflow run per fold) -> models/crossval"),
     "train": (_train, "reports/train.json",
               "final model per type: the K-fold ensemble -> models/final"),
+    "register": (_register, "reports/register.json",
+                 "the ensembles as the pyfunc model rrl-feh in the MLflow registry; champion gate"),
+    "score": (_score, "reports/score.json",
+              "every star of data/raw by models:/rrl-feh@champion -> data/scored/catalogue"),
 }
 
 
@@ -94,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
         sp.add_argument("--metrics", default=metrics, help=f"metrics JSON (default {metrics})")
         sp.set_defaults(func=func)
+    sp = sub.add_parser("predict", help="score a file of light curves with the registered model")
+    sp.add_argument("input", help="epochs: CSV, parquet or VOTable; Gaia INDIVIDUAL or RAW layout, "
+                                  "the long form (source_id, time, mag, ...) or folded curves")
+    sp.add_argument("-o", "--output", required=True, help="result table (.csv or .parquet)")
+    sp.add_argument("--model", default=None, help="model URI (default score.model_uri, "
+                                                  "models:/rrl-feh@champion)")
+    sp.add_argument("--params", default="params.yaml", help="params file (tracking store)")
+    sp.add_argument("--chunk-stars", type=int, default=2000, help="stars scored at a time")
+    sp.add_argument("--jobs", type=int, default=1,
+                    help="processes for the period search of stars sent without a period")
+    sp.set_defaults(func=_predict)
+    sp = sub.add_parser("summary", help="Table 1 per type, the classical relation, the champion")
+    sp.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    sp.set_defaults(func=_summary)
     return parser
 
 
@@ -104,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage reports from GX
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    if args.stage in ("tune", "crossval", "train"):
+    if args.stage in ("tune", "crossval", "train", "register", "score", "predict"):
         from rrlfeh.training.runner import quiet_tensorflow
 
         quiet_tensorflow()

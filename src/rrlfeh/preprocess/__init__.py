@@ -6,5 +6,7 @@ from rrlfeh.preprocess.curves import (
     preprocess_light_curves,
     preprocess_tables,
 )
+from rrlfeh.preprocess.network_input import CHANNELS, network_input
 
-__all__ = ["ProcessedCurves", "preprocess_folded", "preprocess_light_curves", "preprocess_tables"]
+__all__ = ["CHANNELS", "ProcessedCurves", "network_input", "preprocess_folded",
+           "preprocess_light_curves", "preprocess_tables"]

@@ -7,6 +7,7 @@ the DVC outputs so a failed run resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ def summarise(t: RawTables) -> dict[str, Any]:
 def run(p: AcquireParams, metrics_path: Path) -> dict[str, Any]:
     """Collect the tables from the source, write them to p.out_dir, and write the metrics."""
     tables = collect(p)
+    # star by star: `score` streams the epochs in chunks of whole stars
+    epochs = tables.epochs.sort_values(["source_id", "time"], kind="stable", ignore_index=True)
+    tables = dataclasses.replace(tables, epochs=epochs)
     for name in OUTPUTS:
         write_parquet(getattr(tables, name), p.out_dir / f"{name}.parquet")
     metrics = {"source": p.source, **summarise(tables)}

@@ -20,6 +20,7 @@ import pandas as pd
 from rrlfeh.data import schema
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
+from rrlfeh.preprocess.network_input import network_input
 from rrlfeh.reasons import reason_counts
 from rrlfeh.weights import feh_strata, kde_weights
 
@@ -30,7 +31,7 @@ def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[st
                     strata: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The arrays of one type: X = (standardised mag, phase x period) per step, y, weights, ..."""
     n = len(pc)
-    x = np.stack([pc.curves, pc.time_in_cycle], axis=-1).astype(np.float32)
+    x = network_input(pc)
     w = kde_weights(feh, **weights) if n else np.empty(0)
     s = feh_strata(feh, **strata) if n else np.empty(0, dtype=int)
     return {

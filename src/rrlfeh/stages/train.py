@@ -21,6 +21,7 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.io import write_json, write_parquet
+from rrlfeh.preprocess.network_input import CHANNELS
 from rrlfeh.training.arrays import load_training_set
 from rrlfeh.training.ensemble import MANIFEST, Ensemble
 from rrlfeh.training.metrics import regression_metrics
@@ -44,7 +45,7 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
         shutil.copy2(crossval_dir / name, dest / name)
     manifest = {
         "rr_type": kind, "strategy": "ensemble", "members": names, "input_shape": shape,
-        "channels": ["standardised_mag", "phase_x_period_d"], "phase_grid": phase_grid,
+        "channels": list(CHANNELS), "phase_grid": phase_grid,
         "network": folds["network"], "crossval_run_id": folds["mlflow_run_id"],
         "crossval_metrics": folds["metrics"],
     }

@@ -1,0 +1,1 @@
+"""Inference: user light curves -> [Fe/H] through the registered MLflow pyfunc."""

@@ -1,0 +1,216 @@
+"""What a user sends, made into one request: epochs in time or in phase, and per-star values.
+
+Accepted frames (column names case-insensitive, one row per epoch):
+- long form: ``source_id, time, mag`` with optional ``mag_error`` or ``flux, flux_error``, an
+  optional ``rejected`` flag (rows left out of the fit, as Gaia flagged them) and optional
+  per-star columns ``period, epoch_max, type`` (repeated on every row of the star, or given on
+  one of them);
+- folded: ``source_id, phase, mag`` with optional ``period`` and ``type``;
+- the Gaia archive's INDIVIDUAL or RAW epoch-photometry layouts (``read_epoch_frame``), which
+  become the long form through the pipeline's own layout reader.
+
+A malformed request (a missing column, a non-numeric column, a null source_id) is a
+`RequestError` with a one-line message; a problem of one star (conflicting periods, an unknown
+type) is kept as that star's status and never stops the others.
+
+Examples
+--------
+>>> import pandas as pd
+>>> req = read_request(pd.DataFrame({"source_id": [7, 7, 5], "time": [0.1, 0.3, 0.2],
+...                                  "mag": [15.1, 15.4, 16.0], "type": ["RRab", None, "rrc"]}))
+>>> req.form, req.stars["source_id"].tolist(), req.stars["type"].tolist()
+('time', [7, 5], ['RRab', 'RRc'])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from rrlfeh.data import schema
+
+TYPE_NAMES = {t.lower(): t for t in schema.TYPES}
+STAR_COLUMNS = ("period", "epoch_max", "type")
+EPOCH_COLUMNS = ("source_id", "time", "phase", "mag", "mag_error", "flux", "flux_error",
+                 "rejected", "transit_id")
+USAGE = ("send one row per epoch: source_id, time, mag (optional mag_error or flux, flux_error; "
+         "optional period, epoch_max, type) or source_id, phase, mag (optional period, type)")
+
+
+class RequestError(ValueError):
+    """The request as a whole cannot be read (the message is one line, naming the problem)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request: epochs (source_id, x, mag, mag_error, rejected) and its stars in input order
+    (source_id, period, epoch_max, type as given, NaN/None when not), with per-star problems."""
+
+    form: Literal["time", "folded"]
+    epochs: pd.DataFrame
+    stars: pd.DataFrame
+    problems: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def x_column(self) -> str:
+        """'time' or 'phase': what the epochs are given in."""
+        return "time" if self.form == "time" else "phase"
+
+
+def read_request(frame: pd.DataFrame) -> Request:
+    """The request of a user's frame (long form or folded); RequestError when malformed."""
+    if not isinstance(frame, pd.DataFrame):
+        raise RequestError(f"expected a table of epochs, got {type(frame).__name__}; {USAGE}")
+    df = frame.rename(columns={c: str(c).strip().lower() for c in frame.columns})
+    if df.columns.duplicated().any():
+        raise RequestError(f"repeated column names {sorted(df.columns[df.columns.duplicated()])}")
+    has_time, has_phase = "time" in df.columns, "phase" in df.columns
+    if has_time and has_phase:
+        raise RequestError("both 'time' and 'phase' given: send epochs in one of them")
+    missing = [c for c in ("source_id", "mag") if c not in df.columns]
+    if not (has_time or has_phase):
+        missing.insert(1, "time (or phase)")
+    if missing:
+        raise RequestError(f"missing column(s) {', '.join(missing)}; {USAGE}")
+    form: Literal["time", "folded"] = "time" if has_time else "folded"
+    x = "time" if has_time else "phase"
+    if form == "folded" and "epoch_max" in df.columns:
+        raise RequestError("'epoch_max' given with folded epochs ('phase'): fold on it yourself "
+                           "or send times")
+
+    sid = _source_ids(df["source_id"])
+    epochs = pd.DataFrame({"source_id": sid, x: _numbers(df[x], x), "mag": _numbers(df["mag"],
+                                                                                   "mag")})
+    epochs["mag_error"] = _mag_error(df)
+    epochs["rejected"] = _flags(df["rejected"]) if "rejected" in df.columns else False
+    stars, problems = _star_values(df, sid)
+    return Request(form=form, epochs=epochs, stars=stars, problems=problems)
+
+
+def read_epoch_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A user's table as the long form: the Gaia INDIVIDUAL / RAW layouts through the layout
+    reader (G band, `rejected` from Gaia's flags), anything else unchanged."""
+    from rrlfeh.data.layouts import LayoutError, detect_layout, to_epochs
+
+    try:
+        layout = detect_layout(frame)
+    except LayoutError:
+        return frame
+    try:
+        epochs = to_epochs(frame, layout)
+    except LayoutError as exc:
+        raise RequestError(f"Gaia {layout.upper()} epoch photometry: {exc}") from exc
+    return epochs.drop(columns=["transit_id"])
+
+
+def _source_ids(values: pd.Series) -> np.ndarray:
+    """int64 star ids; nulls or non-integers make the request unreadable."""
+    if values.isna().any():
+        raise RequestError(f"source_id is null in {int(values.isna().sum())} row(s): every epoch "
+                           "needs the id of its star")
+    try:
+        num = pd.to_numeric(values, errors="raise")
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"source_id is not an integer: {_first_bad(values)}") from exc
+    if num.dtype.kind == "f" and not np.all(np.mod(num.to_numpy(), 1) == 0):
+        raise RequestError(f"source_id is not an integer: {_first_bad(values)}")
+    return num.astype(np.int64).to_numpy()
+
+
+def _first_bad(values: pd.Series) -> str:
+    """The first value of a column that is not an integer, for the message."""
+    for v in values:
+        try:
+            if float(v) == int(float(v)):
+                continue
+        except (TypeError, ValueError, OverflowError):
+            pass
+        return repr(v)[:40]
+    return "?"
+
+
+def _numbers(values: pd.Series, name: str) -> np.ndarray:
+    """A numeric column as float64 (nulls NaN, kept per star); text makes the request unreadable."""
+    try:
+        return pd.to_numeric(values, errors="raise").astype("float64").to_numpy()
+    except (TypeError, ValueError) as exc:
+        bad = next((v for v in values if not _is_number(v)), "?")
+        raise RequestError(f"column '{name}' is not numeric (e.g. {str(bad)[:40]!r})") from exc
+
+
+def _is_number(v: object) -> bool:
+    try:
+        float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return v is None
+    return True
+
+
+def _mag_error(df: pd.DataFrame) -> np.ndarray:
+    """Per-epoch magnitude error: `mag_error`, else from `flux, flux_error`, else NaN."""
+    if "mag_error" in df.columns:
+        return _numbers(df["mag_error"], "mag_error")
+    if "flux" in df.columns and "flux_error" in df.columns:
+        return schema.mag_error(pd.DataFrame({"flux": _numbers(df["flux"], "flux"),
+                                              "flux_error": _numbers(df["flux_error"],
+                                                                     "flux_error")}))
+    return np.full(len(df), np.nan)
+
+
+def _flags(values: pd.Series) -> np.ndarray:
+    """A boolean column (null = not flagged); anything else makes the request unreadable."""
+    from rrlfeh.data.layouts import LayoutError, _flag
+
+    try:
+        return _flag(values).to_numpy(bool)
+    except (LayoutError, TypeError, ValueError) as exc:
+        raise RequestError(f"column 'rejected' is not a boolean flag: {exc}") from exc
+
+
+def _star_values(df: pd.DataFrame, sid: np.ndarray) -> tuple[pd.DataFrame, dict[int, str]]:
+    """One row per star, in order of first appearance, with the per-star values it was given."""
+    ids = pd.unique(sid)
+    stars = pd.DataFrame({"source_id": ids})
+    problems: dict[int, list[str]] = {}
+    for col in ("period", "epoch_max"):
+        if col not in df.columns:
+            stars[col] = np.nan
+            continue
+        values = pd.Series(_numbers(df[col], col), name=col)
+        stars[col] = _one_per_star(values, sid, ids, col, problems)
+    if "type" in df.columns:
+        raw = df["type"].astype("string").str.strip()
+        given = _one_per_star(raw.reset_index(drop=True), sid, ids, "type", problems)
+        types = []
+        for s, t in zip(ids, given, strict=True):
+            if t is None or pd.isna(t) or t == "":
+                types.append(None)
+            elif str(t).lower() in TYPE_NAMES:
+                types.append(TYPE_NAMES[str(t).lower()])
+            else:
+                types.append(None)
+                known = " and ".join(schema.TYPES)
+                problems.setdefault(int(s), []).append(
+                    f"unknown type {str(t)[:20]!r} (this model scores {known})")
+        stars["type"] = pd.Series(types, dtype=object)
+    else:
+        stars["type"] = pd.Series([None] * len(ids), dtype=object)
+    return stars, {k: "; ".join(v) for k, v in problems.items()}
+
+
+def _one_per_star(values: pd.Series, sid: np.ndarray, ids: np.ndarray, name: str,
+                  problems: dict[int, list[str]]) -> list:
+    """The value each star was given (first non-null); differing values are a star's problem."""
+    frame = pd.DataFrame({"sid": sid, "v": values.to_numpy()}).dropna()
+    distinct = frame.drop_duplicates()
+    conflict = distinct["sid"].duplicated(keep=False)
+    for s in pd.unique(distinct.loc[conflict, "sid"]):
+        seen = distinct.loc[distinct["sid"] == s, "v"].tolist()[:3]
+        problems.setdefault(int(s), []).append(f"conflicting {name} values {seen}")
+    first = distinct.drop_duplicates("sid").set_index("sid")["v"]
+    out = first.reindex(ids)
+    return [None if pd.isna(v) else v for v in out.tolist()] if name == "type" \
+        else out.to_numpy(float).tolist()

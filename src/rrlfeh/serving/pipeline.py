@@ -1,0 +1,222 @@
+"""Light curves in, [Fe/H] out: derive -> preprocess -> network input -> ensemble -> status.
+
+The one scoring path: the registered pyfunc, the `score` stage and `rrlfeh predict` all call
+`score_request`. It runs the training code itself (`rrlfeh.lightcurve.derive` for stars sent
+without period / epoch of maximum / type, `rrlfeh.preprocess` with the knobs the model was
+trained with, `rrlfeh.preprocess.network_input`), never a copy. Every star of the request comes
+back as one row, in input order, with `status` 'ok' or the reason it could not be scored, and
+`in_domain` false (with `domain_reason`) where it lies outside what the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rrlfeh.data import schema
+from rrlfeh.serving.inputs import Request
+
+log = logging.getLogger(__name__)
+
+SETTINGS = "settings.json"
+OUTPUT_COLUMNS: dict[str, str] = {
+    "source_id": "int64",
+    "type": "string",
+    "period": "float64",
+    "period_derived": "bool",
+    "n_epochs": "int64",
+    "feh": "float64",
+    "feh_std": "float64",
+    "feh_spread": "float64",
+    "status": "string",
+    "in_domain": "bool",
+    "domain_reason": "string",
+}
+_ZERO_POINT = 25.6874  # Gaia G zero point (Vega): a flux for stars sent with magnitudes only
+_DEFAULT_MAG_ERROR = 0.01  # mag, where none is given (equal weights in the period search)
+
+
+@dataclass
+class ScoringModel:
+    """The ensembles of each type and the settings they were trained with (settings.json)."""
+
+    ensembles: dict[str, Any]
+    settings: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ScoringModel:
+        """Read settings.json and the ensemble folder of each type it lists."""
+        from rrlfeh.training.ensemble import Ensemble
+
+        folder = Path(folder)
+        settings = json.loads((folder / SETTINGS).read_text())
+        ensembles = {kind: Ensemble.load(folder / "ensembles" / kind)
+                     for kind in settings["types"]}
+        return cls(ensembles, settings)
+
+
+def score_request(req: Request, model: ScoringModel, *, derive_n_jobs: int = 1) -> pd.DataFrame:
+    """One output row per star of `req` (OUTPUT_COLUMNS), in input order."""
+    s = model.settings
+    stars = req.stars.copy()
+    out = pd.DataFrame({"source_id": stars["source_id"].to_numpy(np.int64)})
+    out["type"] = stars["type"].astype(object)
+    out["period"] = stars["period"].to_numpy(float)
+    out["period_derived"] = False
+    out["n_epochs"] = _usable_epochs(req)
+    for c in ("feh", "feh_std", "feh_spread"):
+        out[c] = np.nan
+    status = np.full(len(out), "", dtype=object)
+    for i, sid in enumerate(out["source_id"].tolist()):
+        if sid in req.problems:
+            status[i] = req.problems[sid]
+    epoch_max = stars["epoch_max"].to_numpy(float).copy()
+
+    if req.form == "time":
+        need = ((status == "") & (np.isnan(out["period"].to_numpy()) | np.isnan(epoch_max)
+                                  | out["type"].isna().to_numpy()))
+        if need.any():
+            _derive(req, out, epoch_max, status, need, s["derive"], derive_n_jobs)
+    else:
+        no_type = (status == "") & out["type"].isna().to_numpy()
+        status[no_type] = "no type given (folded curves need type RRab or RRc)"
+    if s.get("needs_period", True):
+        no_period = (status == "") & np.isnan(out["period"].to_numpy())
+        status[no_period] = "no period given (this model needs the period of a folded curve)"
+
+    amplitude = np.full(len(out), np.nan)
+    for kind in schema.TYPES:
+        rows = np.flatnonzero((status == "") & (out["type"] == kind).to_numpy())
+        if rows.size == 0:
+            continue
+        if kind not in model.ensembles:
+            status[rows] = f"no {kind} model (too few {kind} training stars)"
+            continue
+        _score_type(req, kind, rows, out, epoch_max, status, amplitude, model)
+    status[status == ""] = "ok"
+    out["status"] = status
+    out["in_domain"], out["domain_reason"] = _domain(out, amplitude, s["domain"])
+    return conform_output(out)
+
+
+def conform_output(out: pd.DataFrame) -> pd.DataFrame:
+    """The output columns in order with their dtypes (also for an empty request)."""
+    return pd.DataFrame({c: out[c].astype(d) if c in out else pd.Series(dtype=d)
+                         for c, d in OUTPUT_COLUMNS.items()}).reset_index(drop=True)
+
+
+def _usable_epochs(req: Request) -> np.ndarray:
+    """Epochs per star that are not flagged and have finite x and mag (in star order)."""
+    e = req.epochs
+    ok = ~e["rejected"].to_numpy(bool) & np.isfinite(e[req.x_column].to_numpy()) \
+        & np.isfinite(e["mag"].to_numpy())
+    counts = pd.Series(ok).groupby(e["source_id"].to_numpy()).sum()
+    return counts.reindex(req.stars["source_id"]).fillna(0).to_numpy(np.int64)
+
+
+def _derive(req: Request, out: pd.DataFrame, epoch_max: np.ndarray, status: np.ndarray,
+            need: np.ndarray, knobs: Mapping[str, Any], n_jobs: int) -> None:
+    """Period, epoch of maximum and type from the light curve where the request lacks them
+    (rrlfeh.lightcurve.derive, the acquire stage's own code and knobs)."""
+    from rrlfeh.lightcurve.derive import derive_light_curve_parameters
+
+    ids = out["source_id"].to_numpy()[need]
+    e = req.epochs[req.epochs["source_id"].isin(ids)]
+    mag = e["mag"].to_numpy(float)
+    err = e["mag_error"].to_numpy(float)
+    err = np.where(np.isfinite(err) & (err > 0), err, _DEFAULT_MAG_ERROR)
+    with np.errstate(over="ignore", invalid="ignore"):
+        flux = 10.0 ** (-0.4 * (mag - _ZERO_POINT))
+    epochs = pd.DataFrame({"source_id": e["source_id"].to_numpy(np.int64),
+                           "transit_id": np.arange(len(e), dtype=np.int64),
+                           "time": e["time"].to_numpy(float), "mag": mag, "flux": flux,
+                           "flux_error": flux * err / schema.MAG_PER_FLUX,
+                           "rejected": e["rejected"].to_numpy(bool)})
+    kw = {k: v for k, v in knobs.items() if k != "n_jobs"}
+    derived = derive_light_curve_parameters(epochs, n_jobs=max(1, n_jobs), **kw)
+    derived = derived.set_index("source_id").reindex(ids)
+    rows = np.flatnonzero(need)
+    ok = derived["fit_ok"].fillna(False).to_numpy(bool)
+    reason = derived["fit_reason"].fillna("no epochs").to_numpy(object)
+    status[rows[~ok]] = reason[~ok]
+    period = out["period"].to_numpy(float).copy()
+    fill_p = rows[ok & np.isnan(period[rows])]
+    period[fill_p] = derived["period"].to_numpy(float)[ok & np.isnan(period[rows])]
+    out["period"] = period
+    out.loc[fill_p, "period_derived"] = True
+    fill_e = ok & np.isnan(epoch_max[rows])
+    epoch_max[rows[fill_e]] = derived["epoch_max"].to_numpy(float)[fill_e]
+    types = out["type"].to_numpy(object).copy()
+    fill_t = ok & pd.isna(types[rows])
+    types[rows[fill_t]] = derived["type"].to_numpy(object)[fill_t]
+    out["type"] = types
+
+
+def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
+                epoch_max: np.ndarray, status: np.ndarray, amplitude: np.ndarray,
+                model: ScoringModel) -> None:
+    """Preprocess and score the stars of one type (rows of `out`), as in training."""
+    from rrlfeh.preprocess import network_input, preprocess_folded, preprocess_light_curves
+
+    s = model.settings["preprocess"]
+    ids = out["source_id"].to_numpy(np.int64)[rows]
+    e = req.epochs[req.epochs["source_id"].isin(ids) & ~req.epochs["rejected"].to_numpy(bool)]
+    knobs = dict(s["curves"], n_points=int(s["n_points"][kind]))
+    mag_error = e["mag_error"].to_numpy(float) if s.get("use_mag_error") else None
+    if req.form == "time":
+        pc, rej = preprocess_light_curves(
+            e["source_id"].to_numpy(np.int64), e["time"].to_numpy(float),
+            e["mag"].to_numpy(float), out["period"].to_numpy(float)[rows], epoch_max[rows],
+            star_id=ids, mag_error=mag_error, **knobs)
+    else:
+        pc, rej = preprocess_folded(
+            e["source_id"].to_numpy(np.int64), e["phase"].to_numpy(float),
+            e["mag"].to_numpy(float), star_id=ids, period=out["period"].to_numpy(float)[rows],
+            mag_error=mag_error, align_max=True, **knobs)
+    where = pd.Series(rows, index=ids)
+    if len(rej):
+        rej = rej.drop_duplicates("source_id")
+        status[where.reindex(rej["source_id"]).to_numpy()] = rej["reason"].astype(str).to_numpy()
+    if len(pc) == 0:
+        return
+    ens = model.ensembles[kind]
+    mean, spread = ens.predict(network_input(pc), batch_size=int(
+        model.settings.get("batch_size", 4096)), fused=True)
+    at = where.reindex(pc.source_id).to_numpy()
+    out.loc[at, "feh"] = mean
+    out.loc[at, "feh_spread"] = spread
+    out.loc[at, "feh_std"] = ens.total_error(spread)
+    out.loc[at, "n_epochs"] = pc.n_epochs
+    amplitude[at] = pc.amplitude
+
+
+def _domain(out: pd.DataFrame, amplitude: np.ndarray,
+            domain: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each scored star is like the training stars, and why not: fewer epochs than the
+    cut, amplitude above the cut, period outside the training range of its type."""
+    reasons = [[] for _ in range(len(out))]
+    ok = (out["status"] == "ok").to_numpy()
+    n = out["n_epochs"].to_numpy()
+    period = out["period"].to_numpy(float)
+    types = out["type"].to_numpy(object)
+    min_epochs = domain.get("min_epochs")
+    max_amp = domain.get("max_amplitude")
+    for i in np.flatnonzero(ok):
+        if min_epochs is not None and n[i] < min_epochs:
+            reasons[i].append(f"{n[i]} epochs < {min_epochs} (training cut)")
+        if max_amp is not None and amplitude[i] > max_amp:
+            reasons[i].append(f"amplitude {amplitude[i]:.2f} > {max_amp:g} mag (training cut)")
+        lo, hi = domain.get("period_range", {}).get(types[i], (None, None))
+        if lo is not None and not lo <= period[i] <= hi:
+            reasons[i].append(f"period {period[i]:.4f} d outside the {types[i]} training range "
+                              f"{lo:.3f}-{hi:.3f} d")
+    text = np.array(["; ".join(r) if ok[i] else "not scored" for i, r in enumerate(reasons)],
+                    dtype=object)
+    return ok & (text == ""), text

@@ -1,0 +1,68 @@
+"""`rrlfeh predict INPUT -o OUTPUT`: a user's own file of light curves through the registered
+pyfunc, chunk by chunk of whole stars, with the same per-star statuses as the server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def read_input(path: Path) -> pd.DataFrame:
+    """The file as the pyfunc's input: Gaia INDIVIDUAL / RAW layouts become the long form."""
+    from rrlfeh.data.layouts import read_table
+    from rrlfeh.serving.inputs import read_epoch_frame
+
+    return read_epoch_frame(read_table(path))
+
+
+def star_chunks(frame: pd.DataFrame, chunk_stars: int):
+    """Row blocks of `chunk_stars` whole stars each, stars in order of first appearance."""
+    col = next((c for c in frame.columns if str(c).lower() == "source_id"), None)
+    if col is None or frame.empty:
+        yield frame
+        return
+    codes, _ = pd.factorize(frame[col])
+    for start in range(0, int(codes.max()) + 1, chunk_stars):
+        yield frame[(codes >= start) & (codes < start + chunk_stars)]
+
+
+def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, Any], root: Path,
+        *, chunk_stars: int = 2000, n_jobs: int = 1) -> pd.DataFrame:
+    """Score every star of `input_path`; write `output` (.csv or .parquet)."""
+    import mlflow
+    from tqdm import tqdm
+
+    from rrlfeh.io import write_parquet
+    from rrlfeh.training.tracking import TrackingSettings
+
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise ValueError(f"{output}: the output must be .csv or .parquet")
+    frame = read_input(input_path)
+    mlflow.set_tracking_uri(TrackingSettings.from_params(tracking, root).uri)
+    model = mlflow.pyfunc.load_model(model_uri)
+    parts = []
+    n_stars = frame["source_id"].nunique() if "source_id" in frame.columns else 0
+    with tqdm(total=n_stars, desc="predict", unit="star", mininterval=2.0) as bar:
+        for chunk in star_chunks(frame, max(1, chunk_stars)):
+            out = model.predict(chunk, params={"derive_n_jobs": int(n_jobs)})
+            parts.append(out)
+            bar.update(len(out))
+    result = pd.concat(parts, ignore_index=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix.lower() == ".parquet":
+        write_parquet(result, output)
+    else:
+        tmp = output.with_name(f".{output.name}.tmp")
+        result.to_csv(tmp, index=False, float_format="%.6g")
+        tmp.replace(output)
+    ok = int((result["status"] == "ok").sum())
+    log.info("predict: %d stars from %s, %d scored (%d in the training domain), %d with a "
+             "status -> %s", len(result), input_path, ok, int(result["in_domain"].sum()),
+             len(result) - ok, output)
+    return result

@@ -1,0 +1,177 @@
+"""The model folder the pyfunc carries, its registration, and the champion gate.
+
+A candidate is registered as a new version of `rrl-feh` with its cross-validated figures as tags.
+The alias `champion` moves to it only when it beats the current champion on the same stars:
+out-of-fold RMSE of every type no worse and of one type better, the stars (a digest of their ids
+and labels per type) the same. A model identical to a registered version (same member weights and
+settings) is not registered again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rrlfeh.data import schema
+from rrlfeh.io import write_json
+from rrlfeh.serving.pipeline import SETTINGS
+
+
+def training_digest(source_id: np.ndarray, y: np.ndarray) -> str:
+    """Which stars with which labels a type was trained on (stable across machines)."""
+    order = np.argsort(source_id, kind="stable")
+    h = hashlib.md5(np.asarray(source_id, np.int64)[order].tobytes())
+    h.update(np.round(np.asarray(y, float)[order], 4).tobytes())
+    return h.hexdigest()
+
+
+def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str, Any],
+                       dest: Path) -> dict[str, Any]:
+    """Copy each type's ensemble into dest/ensembles and write the settings it was trained
+    with (preprocess and derive knobs, the training domain, the cross-validated figures)."""
+    from rrlfeh.training.arrays import load_training_set
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "ensembles").mkdir(parents=True)
+    pre, val = dict(params["preprocess"]), dict(params["validate"])
+    settings: dict[str, Any] = {
+        "types": [], "preprocess": {"n_points": dict(pre["n_points"]),
+                                    "curves": dict(pre.get("curves", {})),
+                                    "use_mag_error": bool(pre.get("use_mag_error", False))},
+        "derive": dict(params["acquire"].get("derive", {})),
+        "domain": {"min_epochs": val.get("min_epochs"), "max_amplitude": val.get("max_amplitude"),
+                   "period_range": {}},
+        "needs_period": True, "batch_size": int(params.get("register", {}).get("batch_size",
+                                                                               4096)),
+        "data_digest": {}, "crossval": {},
+    }
+    for kind in schema.TYPES:
+        src = final_dir / kind
+        if not (src / "manifest.json").exists():
+            continue
+        shutil.copytree(src, dest / "ensembles" / kind,
+                        ignore=shutil.ignore_patterns("*.parquet"))
+        data = load_training_set(processed_dir / f"{kind}.npz", kind)
+        manifest = json.loads((src / "manifest.json").read_text())
+        settings["types"].append(kind)
+        settings["domain"]["period_range"][kind] = [float(data.period.min()),
+                                                    float(data.period.max())]
+        settings["data_digest"][kind] = training_digest(data.source_id, data.y)
+        settings["crossval"][kind] = {"n_stars": len(data), **manifest["crossval_metrics"]}
+    if not settings["types"]:
+        raise FileNotFoundError(f"{final_dir}: no trained ensemble of any type (run `rrlfeh "
+                                "train` first)")
+    write_json(settings, dest / SETTINGS)
+    return settings
+
+
+def model_digest(folder: Path) -> str:
+    """The member weights and settings of a model folder (not the .keras zip bytes, which carry
+    a save date): equal digests, equal predictions."""
+    import keras
+
+    h = hashlib.md5((folder / SETTINGS).read_bytes())
+    for member in sorted((folder / "ensembles").glob("*/*.keras")):
+        h.update(member.relative_to(folder).as_posix().encode())
+        for w in keras.models.load_model(member, compile=False).get_weights():
+            h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def candidate_tags(settings: Mapping[str, Any], digest: str) -> dict[str, str]:
+    """The version's tags: per type the out-of-fold and K-fold figures and the data digest."""
+    tags = {"model_digest": digest, "types": ",".join(settings["types"])}
+    for kind in settings["types"]:
+        cv = settings["crossval"][kind]
+        tags[f"{kind}.n_stars"] = str(cv["n_stars"])
+        tags[f"{kind}.data_digest"] = settings["data_digest"][kind]
+        for name in ("rmse", "r2", "mae", "wrmse"):
+            tags[f"{kind}.oof_{name}"] = f"{cv['oof'][name]:.6f}"
+        tags[f"{kind}.val_r2_mean"] = f"{cv['val']['r2']['mean']:.6f}"
+        tags[f"{kind}.val_rmse_mean"] = f"{cv['val']['rmse']['mean']:.6f}"
+        if "baseline_oof" in cv:
+            tags[f"{kind}.baseline_oof_rmse"] = f"{cv['baseline_oof']['rmse']:.6f}"
+    return tags
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gate's verdict and why, with what it compared."""
+
+    promote: bool
+    reason: str
+    compared: dict[str, Any]
+
+
+def gate(candidate: Mapping[str, str], champion: Mapping[str, str] | None,
+         champion_version: str | None, policy: str = "auto") -> Decision:
+    """Promote when the candidate beats the champion on the same stars (out-of-fold RMSE per
+    type); `policy` 'always' / 'never' overrides the comparison (said in the reason)."""
+    if policy not in ("auto", "always", "never"):
+        raise ValueError(f"register.promote must be auto, always or never, got {policy!r}")
+    if policy == "never":
+        return Decision(False, "not promoted: register.promote is 'never'", {})
+    if champion is None:
+        return Decision(True, "promoted: there was no champion", {})
+    if policy == "always":
+        return Decision(True, f"promoted over v{champion_version}: register.promote is 'always'",
+                        {})
+    kinds = candidate["types"].split(",")
+    lost = [k for k in champion.get("types", "").split(",") if k and k not in kinds]
+    if lost:
+        return Decision(False, f"not promoted: the candidate has no {', '.join(lost)} model "
+                               f"that champion v{champion_version} has", {})
+    compared, better, worse, other = {}, [], [], []
+    for k in kinds:
+        if f"{k}.oof_rmse" not in champion:
+            better.append(f"{k} (new type)")
+            continue
+        c, b = float(candidate[f"{k}.oof_rmse"]), float(champion[f"{k}.oof_rmse"])
+        compared[k] = {"candidate_oof_rmse": c, "champion_oof_rmse": b,
+                       "same_stars": candidate[f"{k}.data_digest"] == champion.get(
+                           f"{k}.data_digest")}
+        if not compared[k]["same_stars"]:
+            other.append(k)
+        elif c < b:
+            better.append(f"{k} {c:.4f} < {b:.4f}")
+        elif c > b:
+            worse.append(f"{k} {c:.4f} > {b:.4f}")
+    if other:
+        return Decision(False, f"not promoted: champion v{champion_version} was evaluated on "
+                               f"other {', '.join(other)} stars (data digest differs); compare "
+                               "on the same data or set register.promote", compared)
+    if worse:
+        return Decision(False, "not promoted: out-of-fold RMSE worse than champion "
+                               f"v{champion_version} for {'; '.join(worse)}", compared)
+    if not better:
+        return Decision(False, "not promoted: out-of-fold RMSE equal to champion "
+                               f"v{champion_version}", compared)
+    return Decision(True, f"promoted over v{champion_version}: out-of-fold RMSE "
+                          f"{'; '.join(better)} dex", compared)
+
+
+def input_example(raw_dir: Path, n_stars: int = 2) -> pd.DataFrame:
+    """A real-format request: the first stars' G epochs of data/raw as the long form, the first
+    with its catalogue period, epoch of maximum and type and the others without (derived)."""
+    import pyarrow.parquet as pq
+
+    stars = pd.read_parquet(raw_dir / "stars.parquet").head(n_stars)
+    epochs = pq.read_table(raw_dir / "epochs.parquet",
+                           filters=[("source_id", "in", stars["source_id"].tolist())]).to_pandas()
+    epochs = epochs.loc[~epochs["rejected"], ["source_id", "time", "mag", "flux", "flux_error"]]
+    first = stars.iloc[0]
+    on_first = epochs["source_id"] == first["source_id"]
+    epochs.loc[on_first, "period"] = first["period"]
+    epochs.loc[on_first, "epoch_max"] = first["epoch_max"]
+    epochs["type"] = pd.Series(np.where(on_first, str(first["type"]), None), dtype=object,
+                               index=epochs.index)
+    return epochs.reset_index(drop=True)

@@ -1,0 +1,216 @@
+"""Stage `score`: every star of data/raw scored by the registered champion, in chunks.
+
+The model is `models:/rrl-feh@champion` from the registry (never models/final directly). The
+epochs are streamed from data/raw/epochs.parquet (sorted by star) in chunks of whole stars, so
+memory does not grow with the number of stars; each finished chunk is kept in the cache, and a
+killed run resumes from the finished chunks. The catalogue holds each star exactly once:
+labelled or not, kept or cut by `validate`, and stars `acquire` set aside (with their reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rrlfeh.io import write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+STAR_FIELDS = ("source_id", "period", "epoch_max", "type")
+
+
+def epoch_chunks(path: Path, chunk_stars: int, batch_rows: int = 200_000
+                 ) -> Iterator[pd.DataFrame]:
+    """Epoch rows in chunks of `chunk_stars` whole stars, read batch by batch (a file sorted by
+    source_id; ValueError naming the file otherwise)."""
+    import pyarrow.parquet as pq
+
+    pending: list[pd.DataFrame] = []
+    n_pending, last = 0, None
+    for batch in pq.ParquetFile(path).iter_batches(
+            batch_size=batch_rows, columns=["source_id", "time", "mag", "flux", "flux_error",
+                                            "rejected"]):
+        df = batch.to_pandas()
+        sid = df["source_id"].to_numpy()
+        if len(sid) and ((last is not None and sid[0] < last) or np.any(np.diff(sid) < 0)):
+            raise ValueError(f"{path}: epochs are not sorted by source_id (rerun `rrlfeh "
+                             "acquire`, which writes them star by star)")
+        last = sid[-1] if len(sid) else last
+        pending.append(df)
+        n_pending += len(np.unique(sid))
+        while n_pending > chunk_stars:
+            both = pd.concat(pending, ignore_index=True)
+            ids = pd.unique(both["source_id"])
+            cut = both["source_id"].searchsorted(ids[chunk_stars])
+            yield both.iloc[:cut]
+            rest = both.iloc[cut:]
+            pending, n_pending = [rest], len(ids) - chunk_stars
+    if pending:
+        both = pd.concat(pending, ignore_index=True)
+        if len(both):
+            yield both
+
+
+def request_frame(epochs: pd.DataFrame, stars: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's long form: epochs with the catalogue's per-star period, epoch, type."""
+    per_star = stars.set_index("source_id")[["period", "epoch_max", "type"]]
+    joined = per_star.reindex(epochs["source_id"].to_numpy())
+    return pd.DataFrame({
+        "source_id": epochs["source_id"].to_numpy(np.int64), "time": epochs["time"].to_numpy(),
+        "mag": epochs["mag"].to_numpy(), "flux": epochs["flux"].to_numpy(),
+        "flux_error": epochs["flux_error"].to_numpy(), "rejected": epochs["rejected"].to_numpy(),
+        "period": joined["period"].to_numpy(float),
+        "epoch_max": joined["epoch_max"].to_numpy(float),
+        "type": joined["type"].astype(object).where(joined["type"].notna(), None).to_numpy(),
+    })
+
+
+def _key(raw_dir: Path, model_uri: str, version: str, chunk_stars: int) -> str:
+    """The cache folder's key: the model version, the chunking and the raw files' sizes/dates."""
+    h = hashlib.md5(f"{model_uri}|{version}|{chunk_stars}".encode())
+    for name in ("stars", "epochs", "rejected"):
+        st = (raw_dir / f"{name}.parquet").stat()
+        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: Path,
+        metrics_path: Path) -> dict[str, Any]:
+    """Score every star; write data/scored/catalogue.{parquet,csv}, figures and metrics."""
+    from rrlfeh.serving.pipeline import conform_output
+    from rrlfeh.training.tracking import TrackingSettings, setup_tracking
+
+    setup_tracking(TrackingSettings.from_params(tracking, root))
+    uri = str(p["model_uri"])
+    model, version = _load(uri)
+    chunk_stars = int(p.get("chunk_stars", 2000))
+    stars = pd.read_parquet(raw_dir / "stars.parquet", columns=list(STAR_FIELDS))
+    cache = root / p.get("cache_dir", "data/cache/score") / _key(raw_dir, uri, version,
+                                                                 chunk_stars)
+    cache.mkdir(parents=True, exist_ok=True)
+    n_stars = len(stars) + _n_only_rejected(raw_dir, stars)
+    done = sorted(cache.glob("chunk_*.parquet"))
+    if done:
+        log.info("score: resuming, %d finished chunk(s) in %s", len(done), cache)
+    t0 = time.perf_counter()
+    scored_ids: set[int] = set()
+    progress = _progress(n_stars)
+    for i, chunk in enumerate(epoch_chunks(raw_dir / "epochs.parquet", chunk_stars)):
+        path = cache / f"chunk_{i:05d}.parquet"
+        if path.exists():
+            ids = pd.read_parquet(path, columns=["source_id"])["source_id"]
+        else:
+            out = model.predict(request_frame(chunk, stars))
+            write_parquet(out, path)
+            ids = out["source_id"]
+        scored_ids.update(ids.tolist())
+        progress.update(len(ids))
+    progress.close()
+    rest = _without_epochs(raw_dir, stars, scored_ids)
+    if len(rest):
+        write_parquet(conform_output(rest), cache / "chunk_no_epochs.parquet")
+    catalogue = _assemble(sorted(cache.glob("chunk_*.parquet")))
+    out_dir = root / p.get("out_dir", "data/scored")
+    write_parquet(catalogue, out_dir / "catalogue.parquet")
+    _write_csv(catalogue, out_dir / "catalogue.csv")
+    _figures(catalogue, stars, raw_dir, root / p.get("figures_dir", "reports/figures"))
+    metrics = summary(catalogue)
+    metrics.update(model_uri=uri, model_version=version,
+                   seconds=round(time.perf_counter() - t0, 1))
+    write_json(metrics, metrics_path)
+    log.info("score: %d stars, %d scored (%d in the training domain), %d with a status; "
+             "catalogue %s", metrics["n_stars"], metrics["n_ok"], metrics["n_in_domain"],
+             metrics["n_stars"] - metrics["n_ok"], out_dir / "catalogue.parquet")
+    return metrics
+
+
+def _load(uri: str):
+    """(pyfunc model, registered version) of a `models:/name@alias` (or /version) URI."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = "?"
+        if uri.startswith("models:/") and "@" in uri:
+            name, alias = uri.removeprefix("models:/").split("@", 1)
+            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+            uri = f"models:/{name}/{version}"
+        elif uri.startswith("models:/"):
+            version = uri.rsplit("/", 1)[-1]
+        return mlflow.pyfunc.load_model(uri), str(version)
+    except MlflowException as exc:
+        raise FileNotFoundError(f"cannot load {uri} from the registry ({str(exc)[:200]}); run "
+                                "`rrlfeh register` (dvc repro register)") from exc
+
+
+def _n_only_rejected(raw_dir: Path, stars: pd.DataFrame) -> int:
+    rej = pd.read_parquet(raw_dir / "rejected.parquet", columns=["source_id"])
+    return int((~rej["source_id"].drop_duplicates().isin(stars["source_id"])).sum())
+
+
+def _without_epochs(raw_dir: Path, stars: pd.DataFrame, scored: set[int]) -> pd.DataFrame:
+    """Stars of data/raw with no epoch rows: a row each, the reason `acquire` gave as status."""
+    rej = pd.read_parquet(raw_dir / "rejected.parquet").drop_duplicates("source_id")
+    rej = rej[~rej["source_id"].isin(scored)]
+    lone = stars[~stars["source_id"].isin(scored) & ~stars["source_id"].isin(rej["source_id"])]
+    ids = np.r_[rej["source_id"].to_numpy(np.int64), lone["source_id"].to_numpy(np.int64)]
+    why = [f"no epochs ({r['stage']}: {r['reason']})" for _, r in rej.iterrows()] + \
+        ["no epochs"] * len(lone)
+    return pd.DataFrame({"source_id": ids, "type": None, "period": np.nan,
+                         "period_derived": False, "n_epochs": 0, "status": why,
+                         "in_domain": False, "domain_reason": "not scored"})
+
+
+def _assemble(paths: list[Path]) -> pd.DataFrame:
+    """The chunks as one table, each star once (a star in two files would be a bug: an error)."""
+    cat = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    dup = cat["source_id"].duplicated()
+    if dup.any():
+        raise ValueError(f"score: source_id {cat.loc[dup, 'source_id'].iloc[0]} is in two "
+                         "chunks; remove the score cache and rerun")
+    return cat.sort_values("source_id", ignore_index=True)
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)
+
+
+def summary(cat: pd.DataFrame) -> dict[str, Any]:
+    """Counts and the [Fe/H] distribution of the catalogue, per type (DVC metrics)."""
+    ok = cat["status"] == "ok"
+    out: dict[str, Any] = {"n_stars": len(cat), "n_ok": int(ok.sum()),
+                           "n_in_domain": int(cat["in_domain"].sum()), "by_type": {}}
+    for kind, g in cat[ok].groupby("type"):
+        out["by_type"][str(kind)] = {
+            "n": len(g), "feh_median": float(g["feh"].median()),
+            "feh_p16": float(g["feh"].quantile(0.16)), "feh_p84": float(g["feh"].quantile(0.84)),
+            "feh_std_median": float(g["feh_std"].median())}
+    reasons = cat.loc[~ok, "status"].str.split(r" \(|:|;", regex=True).str[0].str.strip()
+    out["status_counts"] = {str(k): int(v) for k, v in reasons.value_counts().head(20).items()}
+    return out
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="score", unit="star", mininterval=2.0)
+
+
+def _figures(cat: pd.DataFrame, stars: pd.DataFrame, raw_dir: Path, out: Path) -> None:
+    """The catalogue's [Fe/H] distribution and its sky map (paper Fig. 8)."""
+    from rrlfeh.serving import figures
+
+    ok = cat[cat["status"] == "ok"]
+    pos = pd.read_parquet(raw_dir / "stars.parquet", columns=["source_id", "ra", "dec"])
+    ok = ok.merge(pos, on="source_id", how="left")
+    figures.feh_histogram(ok, out / "catalogue_feh.png")
+    figures.sky_map(ok, out / "catalogue_sky.png")

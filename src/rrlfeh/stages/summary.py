@@ -1,0 +1,55 @@
+"""`rrlfeh summary`: what `make repro` ends with, in one screen: Table 1 per type (K-fold
+validation, mean +- std over folds) with the classical (P, phi31, R21) plane on the same folds,
+the registered version and the champion, and the scored catalogue's counts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+TABLE1 = ("r2", "wrmse", "wmae", "rmse", "mae")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def render(root: Path, params: Mapping[str, Any]) -> str:
+    """The summary as text (missing reports are said, not an error)."""
+    lines: list[str] = []
+    cv = _read(root / "reports/crossval.json")
+    if cv is None:
+        lines.append("no reports/crossval.json yet: run `dvc repro`")
+    else:
+        lines.append("Table 1: K-fold validation, mean +- std over folds "
+                     "(classical plane on the same folds)")
+        head = f"{'type':5} {'stars':>5}  " + "  ".join(f"{m:>15}" for m in TABLE1)
+        lines += [head, "-" * len(head)]
+        for kind, m in cv.items():
+            if "val" not in m:
+                lines.append(f"{kind:5} skipped: {m.get('skipped', '?')}")
+                continue
+            cells = [f"{m['val'][k]['mean']:7.3f} +- {m['val'][k]['std']:5.3f}" for k in TABLE1]
+            base = [f"{m['baseline_val'][k]['mean']:7.3f} +- {m['baseline_val'][k]['std']:5.3f}"
+                    for k in TABLE1]
+            lines.append(f"{kind:5} {m['n_stars']:5d}  " + "  ".join(cells))
+            lines.append(f"{'plane':5} {'':5}  " + "  ".join(base))
+            lines.append(f"{'':11} out of fold: network R2 {m['oof']['r2']:.3f} RMSE "
+                         f"{m['oof']['rmse']:.3f}; plane R2 {m['baseline_oof']['r2']:.3f} RMSE "
+                         f"{m['baseline_oof']['rmse']:.3f} dex")
+    reg = _read(root / "reports/register.json")
+    if reg is not None:
+        champ = reg.get("champion_version")
+        lines.append("")
+        lines.append(f"registry: {reg['model_name']} v{reg['version']} "
+                     f"({'registered now' if reg['registered'] else 'already registered'}); "
+                     f"@{reg['alias']} -> " + (f"v{champ}" if champ else "none"))
+        lines.append(f"  {reg['decision']}")
+    sc = _read(root / "reports/score.json")
+    if sc is not None:
+        lines.append(f"catalogue: {sc['n_stars']} stars, {sc['n_ok']} scored "
+                     f"({sc['n_in_domain']} in the training domain) by {sc['model_uri']} "
+                     f"(v{sc['model_version']}) -> data/scored/catalogue.parquet")
+    return "\n".join(lines)
