@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 def shared_data_dir() -> Path:
@@ -22,3 +27,45 @@ def shared_data() -> Path:
     if not (path / "gaia_dr3" / "epoch_photometry.parquet").exists():
         pytest.skip(f"real data not found at {path}")
     return path
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return [f for f in out.splitlines() if (REPO / f).is_file()]
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(tmp_path_factory) -> Path:
+    """A copy of the working tree (what a clone would hold) with a small synthetic sample, after
+    a real `dvc repro` on the tiny budget: trained, registered (rrl-feh@champion in its own
+    mlflow.db) and scored. Shared by the tests; copy it before changing anything in it."""
+    work = tmp_path_factory.mktemp("clone")
+    for f in tracked_files():
+        if f.startswith(("data/raw/", "data/validated/", "data/processed/", "data/scored/",
+                         "reports/",
+                         "models/")):
+            continue  # outputs of the pipeline: the run below must make them
+        (work / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, work / f)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["acquire"]["source"] = "synthetic"
+    params["acquire"]["synthetic"]["n_stars"] = 400
+    params["budget"] = "tiny"
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], work)
+    run(["git", "add", "-A"], work)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm",
+         "clone"], work)
+    run(["dvc", "repro"], work)
+    return work
+
+

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,46 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
-
-BIN = Path(sys.executable).parent
-
-
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
-    return res
-
-
-def tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=REPO, capture_output=True, text=True, check=True).stdout
-    return [f for f in out.splitlines() if (REPO / f).is_file()]
+from conftest import BIN, run
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A copy of the working tree (what a clone would hold) with a small synthetic sample."""
-    work = tmp_path_factory.mktemp("clone")
-    for f in tracked_files():
-        if f.startswith(("data/raw/", "data/validated/", "data/processed/", "reports/",
-                         "models/")):
-            continue  # outputs of the pipeline: the run below must make them
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, work / f)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["acquire"]["source"] = "synthetic"
-    params["acquire"]["synthetic"]["n_stars"] = 400
-    params["budget"] = "tiny"
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], work)
-    run(["git", "add", "-A"], work)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm",
-         "clone"], work)
-    run(["dvc", "repro"], work)
-    return work
+def workdir(pipeline_project: Path) -> Path:
+    """The session's tiny `dvc repro` project (tests/conftest.py); read-only here."""
+    return pipeline_project
 
 
 def test_repro_writes_every_declared_output(workdir: Path):
