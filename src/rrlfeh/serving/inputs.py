@@ -183,7 +183,8 @@ def _star_values(df: pd.DataFrame, sid: np.ndarray) -> tuple[pd.DataFrame, dict[
         stars[col] = _one_per_star(values, sid, ids, col, problems)
     if "type" in df.columns:
         raw = df["type"].astype("string").str.strip()
-        given = _one_per_star(raw.reset_index(drop=True), sid, ids, "type", problems)
+        canon = raw.str.lower().map(TYPE_NAMES).fillna(raw).replace("", pd.NA)
+        given = _one_per_star(canon.reset_index(drop=True), sid, ids, "type", problems)
         types = []
         for s, t in zip(ids, given, strict=True):
             if t is None or pd.isna(t) or t == "":

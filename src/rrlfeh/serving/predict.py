@@ -39,6 +39,7 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
     from tqdm import tqdm
 
     from rrlfeh.io import write_parquet
+    from rrlfeh.serving.pyfunc import RequestRejected
     from rrlfeh.training.tracking import TrackingSettings
 
     if output.suffix.lower() not in (".csv", ".parquet"):
@@ -50,7 +51,10 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
     n_stars = frame["source_id"].nunique() if "source_id" in frame.columns else 0
     with tqdm(total=n_stars, desc="predict", unit="star", mininterval=2.0) as bar:
         for chunk in star_chunks(frame, max(1, chunk_stars)):
-            out = model.predict(chunk, params={"derive_n_jobs": int(n_jobs)})
+            try:
+                out = model.predict(chunk, params={"derive_n_jobs": int(n_jobs)})
+            except RequestRejected as exc:
+                raise ValueError(f"{input_path}: {exc.message}") from None
             parts.append(out)
             bar.update(len(out))
     result = pd.concat(parts, ignore_index=True)

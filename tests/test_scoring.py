@@ -1,0 +1,204 @@
+"""Scoring through the registered model: the same numbers as training's own arrays, one row a
+star with a status, the `score` stage resumable after a kill, `rrlfeh predict` on user files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rrlfeh.serving.inputs import read_request
+from rrlfeh.serving.pipeline import ScoringModel, score_request
+
+from conftest import BIN, run
+
+
+@pytest.fixture(scope="module")
+def project(pipeline_project: Path) -> Path:
+    return pipeline_project
+
+
+@pytest.fixture(scope="module")
+def scoring_model(project: Path) -> ScoringModel:
+    return ScoringModel.load(project / "data/cache/register/model")
+
+
+def long_form(project: Path, ids, with_star_values: bool = True) -> pd.DataFrame:
+    epochs = pd.read_parquet(project / "data/raw/epochs.parquet")
+    stars = pd.read_parquet(project / "data/raw/stars.parquet").set_index("source_id")
+    e = epochs[epochs["source_id"].isin(ids)]
+    e = pd.concat([e[e["source_id"] == i] for i in ids])  # in the order asked
+    df = e[["source_id", "time", "mag", "flux", "flux_error", "rejected"]].reset_index(drop=True)
+    if with_star_values:
+        for col in ("period", "epoch_max", "type"):
+            df[col] = stars.loc[df["source_id"], col].to_numpy()
+    return df
+
+
+def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model):
+    """Raw epochs -> pipeline gives the numbers of the trained ensemble on the very arrays
+    `preprocess` wrote for training: the served model runs the training code."""
+    for kind, ens in scoring_model.ensembles.items():
+        with np.load(project / f"data/processed/{kind}.npz") as d:
+            x, ids = d["X"][:25], d["source_id"][:25]
+        mean, spread = ens.predict(x)  # member by member, not fused
+        out = score_request(read_request(long_form(project, ids)), scoring_model)
+        assert out["source_id"].tolist() == ids.tolist()
+        assert (out["status"] == "ok").all(), out["status"].tolist()
+        assert np.allclose(out["feh"], mean, atol=1e-5)
+        assert np.allclose(out["feh_spread"], spread, atol=1e-5)
+        sigma = ens.manifest["residual_sigma"]
+        assert np.allclose(out["feh_std"], np.hypot(spread, sigma), atol=1e-5)
+
+
+def test_derived_periods_when_the_request_has_none(project, scoring_model):
+    stars = pd.read_parquet(project / "data/raw/stars.parquet")
+    ids = stars.sort_values("n_epochs_g")["source_id"].to_numpy()[-12:]
+    out = score_request(read_request(long_form(project, ids, with_star_values=False)),
+                        scoring_model)
+    assert out["period_derived"].all() and (out["status"] == "ok").all()
+    truth = stars.set_index("source_id").loc[ids, "period"].to_numpy()
+    assert np.mean(np.abs(out["period"] / truth - 1) < 1e-3) >= 0.9
+
+
+def test_bad_stars_get_a_status_and_leave_the_good_ones_alone(project, scoring_model):
+    stars = pd.read_parquet(project / "data/raw/stars.parquet")
+    good = stars["source_id"].to_numpy()[:3]
+    alone = score_request(read_request(long_form(project, good)), scoring_model)
+    df = long_form(project, good)
+    three = df[df["source_id"] == good[0]].head(3).assign(source_id=111, type="RRab")
+    rrd = df[df["source_id"] == good[1]].assign(source_id=222, type="RRd")
+    nan_times = df[df["source_id"] == good[2]].assign(source_id=333, time=np.nan)
+    mixed = pd.concat([three, df, rrd, nan_times], ignore_index=True)
+    out = score_request(read_request(mixed), scoring_model)
+    assert out["source_id"].tolist() == [111, *good.tolist(), 222, 333]
+    by = out.set_index("source_id")
+    assert "too few points: 3 usable < 12" in by.loc[111, "status"]
+    assert "unknown type 'RRd'" in by.loc[222, "status"]
+    assert "unusable" in by.loc[333, "status"] and not by.loc[333, "in_domain"]
+    assert np.isnan(by.loc[[111, 222, 333], "feh"]).all()
+    assert np.array_equal(by.loc[good, "feh"].to_numpy(), alone["feh"].to_numpy())
+
+
+def test_stars_outside_the_training_domain_are_flagged(project, scoring_model):
+    stars = pd.read_parquet(project / "data/raw/stars.parquet")
+    sid = stars.sort_values("n_epochs_g")["source_id"].iloc[-1]
+    df = long_form(project, [sid])
+    good = df[~df["rejected"]]
+    few = good.iloc[::len(good) // 40 + 1]  # <= 40 epochs: below the training cut of 50
+    out = score_request(read_request(few), scoring_model)
+    row = out.iloc[0]
+    assert row["status"] == "ok" and not row["in_domain"]
+    assert f"{row['n_epochs']} epochs < 50 (training cut)" in row["domain_reason"]
+
+
+def test_no_model_for_a_type_is_a_status(project, scoring_model):
+    one = ScoringModel({"RRab": scoring_model.ensembles["RRab"]}, scoring_model.settings)
+    stars = pd.read_parquet(project / "data/raw/stars.parquet")
+    sid = stars.loc[stars["type"] == "RRc", "source_id"].iloc[0]
+    out = score_request(read_request(long_form(project, [sid])), one)
+    assert out["status"].item() == "no RRc model (too few RRc training stars)"
+
+
+def test_catalogue_covers_every_star_of_data_raw_once(project):
+    cat = pd.read_parquet(project / "data/scored/catalogue.parquet")
+    raw_ids = set(pd.read_parquet(project / "data/raw/epochs.parquet")["source_id"]) | set(
+        pd.read_parquet(project / "data/raw/stars.parquet")["source_id"]) | set(
+        pd.read_parquet(project / "data/raw/rejected.parquet")["source_id"])
+    assert cat["source_id"].is_unique and set(cat["source_id"]) == raw_ids
+    csv = pd.read_csv(project / "data/scored/catalogue.csv")
+    assert len(csv) == len(cat)
+    assert np.allclose(csv["feh"], cat["feh"], atol=1e-5, equal_nan=True)
+    for name in ("catalogue_feh", "catalogue_sky"):
+        assert (project / f"reports/figures/{name}.png").stat().st_size > 5000
+    metrics = json.loads((project / "reports/score.json").read_text())
+    assert metrics["n_stars"] == len(cat) and metrics["model_version"] == "1"
+
+
+def test_a_fresh_process_loading_the_champion_gives_the_catalogue(project):
+    cat = pd.read_parquet(project / "data/scored/catalogue.parquet").set_index("source_id")
+    ids = cat[cat["status"] == "ok"].index[:20].tolist()
+    long_form(project, ids).to_parquet(project / "request.parquet")
+    code = ("import mlflow, pandas as pd; "
+            "m = mlflow.pyfunc.load_model('models:/rrl-feh@champion'); "
+            "m.predict(pd.read_parquet('request.parquet')).to_parquet('answer.parquet')")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    subprocess.run([str(BIN / "python"), "-c", code], cwd=project, env=env, check=True,
+                   capture_output=True, timeout=300)
+    got = pd.read_parquet(project / "answer.parquet").set_index("source_id")
+    assert got.index.tolist() == ids
+    for col in ("feh", "feh_std", "feh_spread"):
+        assert np.allclose(got[col], cat.loc[ids, col], atol=1e-6), col
+
+
+def test_killed_score_resumes_from_its_finished_chunks(project, tmp_path):
+    work = tmp_path / "p"
+    shutil.copytree(project, work, symlinks=True)
+    shutil.rmtree(work / "data/cache/score")
+    (work / "data/scored/catalogue.parquet").unlink()
+    params = (work / "params.yaml").read_text().replace("chunk_stars: 2000", "chunk_stars: 25")
+    (work / "params.yaml").write_text(params)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(BIN / "rrlfeh"), "score"], cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(work.glob("data/cache/score/*/chunk_*"))) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in work.glob("data/cache/score/*/chunk_*")}
+    n_chunks = -(-400 // 25)
+    assert 3 <= len(first) < n_chunks, "the kill came too late to test a resume"
+    assert not (work / "data/scored/catalogue.parquet").exists()
+    res = run([str(BIN / "rrlfeh"), "score"], work)
+    assert f"resuming, {len(first)} finished chunk(s)" in res.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in work.glob("data/cache/score/*/chunk_*")}
+    assert all(after[k] == v for k, v in first.items())  # finished chunks were not redone
+    cat = pd.read_parquet(work / "data/scored/catalogue.parquet")
+    ref = pd.read_parquet(project / "data/scored/catalogue.parquet")
+    assert cat["source_id"].is_unique and cat["source_id"].tolist() == ref["source_id"].tolist()
+    assert np.allclose(cat["feh"], ref["feh"], atol=1e-6, equal_nan=True)
+
+
+def test_predict_a_users_files(project, tmp_path):
+    cat = pd.read_parquet(project / "data/scored/catalogue.parquet").set_index("source_id")
+    ids = cat[cat["status"] == "ok"].index[:6].tolist()
+    df = long_form(project, ids)
+    df.to_csv(tmp_path / "long.csv", index=False)
+    run([str(BIN / "rrlfeh"), "predict", str(tmp_path / "long.csv"), "-o",
+         str(tmp_path / "out.parquet"), "--chunk-stars", "4"], project)
+    out = pd.read_parquet(tmp_path / "out.parquet").set_index("source_id")
+    assert out.index.tolist() == ids
+    assert np.allclose(out["feh"], cat.loc[ids, "feh"], atol=1e-5)
+    # the archive's INDIVIDUAL layout (G + a BP row each), no periods: derived, flagged
+    ind = pd.DataFrame({"source_id": df["source_id"], "transit_id": np.arange(len(df)),
+                        "band": "G", "time": df["time"], "mag": df["mag"], "flux": df["flux"],
+                        "flux_error": df["flux_error"], "rejected_by_photometry": False,
+                        "rejected_by_variability": df["rejected"]})
+    bp = ind.groupby("source_id").head(1).assign(band="BP", mag=99.0,
+                                                 transit_id=lambda d: d["transit_id"] + 10**6)
+    pd.concat([ind, bp]).to_csv(tmp_path / "individual.csv", index=False)
+    run([str(BIN / "rrlfeh"), "predict", str(tmp_path / "individual.csv"), "-o",
+         str(tmp_path / "out.csv")], project)
+    got = pd.read_csv(tmp_path / "out.csv").set_index("source_id")
+    assert got.index.tolist() == ids and got["period_derived"].all()
+    assert (got["status"] == "ok").all()
+    assert np.allclose(got["period"], cat.loc[ids, "period"], rtol=1e-3)
+
+
+def test_predict_an_unreadable_file_is_one_line(project, tmp_path):
+    (tmp_path / "bad.csv").write_text("source_id,time\n1,2.0\n")
+    res = subprocess.run([str(BIN / "rrlfeh"), "predict", str(tmp_path / "bad.csv"), "-o",
+                          str(tmp_path / "o.csv")], cwd=project, capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+    assert res.returncode == 1
+    assert "missing column(s) mag" in res.stderr.strip().splitlines()[-1]
