@@ -25,7 +25,7 @@ setup: $(STAMP)
 
 repro: setup
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	@$(BIN)/rrlfeh summary
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

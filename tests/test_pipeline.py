@@ -205,3 +205,27 @@ def test_mlflow_ui_serves_the_runs_on_localhost(workdir: Path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_experiment_opens_on_runs_and_every_run_names_its_data(workdir: Path):
+    """MLflow 3's UI opens a typed experiment on its runs; every run logs its input files with
+    the DVC hash (dvc.lock md5) as the dataset digest."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("rrlfeh")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    lock = yaml.safe_load((workdir / "dvc.lock").read_text())
+    md5 = {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])
+           if "md5" in o}
+    runs = client.search_runs([exp.experiment_id], max_results=10_000)
+    checked = 0
+    for r in runs:
+        inputs = r.inputs.dataset_inputs
+        assert inputs, f"run {r.info.run_name} names no data"
+        for d in inputs:
+            name = d.dataset.name if "/" in d.dataset.name else f"data/processed/{d.dataset.name}"
+            if name in md5:
+                assert d.dataset.digest == md5[name], (r.info.run_name, name)
+                checked += 1
+    assert checked >= len(runs)

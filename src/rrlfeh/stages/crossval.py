@@ -111,7 +111,7 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
 
     from rrlfeh.stages.tune import code_digest, config_hash, file_digest
     from rrlfeh.training.arrays import load_training_set
-    from rrlfeh.training.tracking import git_tags, log_params
+    from rrlfeh.training.tracking import git_tags, log_data_inputs, log_params
 
     c = params
     data = load_training_set(path, kind)
@@ -139,6 +139,7 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
             log_params(logged)
             mlflow.log_params({"rr_type": kind, "n_stars": len(data), "n_splits": n_splits,
                                "n_repeats": n_repeats})
+            log_data_inputs([path], root)
         parent_file.write_text(parent_id)
     jobs = [FoldJob(kind=kind, data_path=str(path), repeat=r, fold=k, train_index=tr,
                     val_index=va, spec=dict(network), fit=fit,

@@ -42,6 +42,9 @@ def run(final_dir: Path, processed_dir: Path, raw_dir: Path, params: Mapping[str
     from rrlfeh.serving.pyfunc import ARTIFACT, RRLFehModel, signature
     from rrlfeh.training.tracking import TrackingSettings, setup_tracking, stage_run
 
+    # the cloudpickle note and MLflow's own input-example check (we check it below ourselves)
+    for name in ("mlflow.pyfunc", "mlflow.models.model"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     r = config.section(params, "register")
     name, alias = str(r["model_name"]), str(r["alias"])
     setup_tracking(TrackingSettings.from_params(config.section(params, "tracking"), root))
@@ -64,7 +67,10 @@ def run(final_dir: Path, processed_dir: Path, raw_dir: Path, params: Mapping[str
         return result
 
     with stage_run("register", stage="register", root=root, params={"register": dict(r)},
-                   tags={"model_digest": digest}) as run:
+                   tags={"model_digest": digest},
+                   inputs=[*(processed_dir / f"{k}.npz" for k in settings["types"]),
+                           *(final_dir / k / "manifest.json" for k in settings["types"]),
+                           raw_dir / "epochs.parquet"]) as run:
         example = registry.input_example(raw_dir, int(r.get("example_stars", 2)))
         info = mlflow.pyfunc.log_model(
             name="model", python_model=RRLFehModel(), artifacts={ARTIFACT: str(folder)},

@@ -102,7 +102,8 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
                       out_dir / kind / "training_predictions.parquet")
         with stage_run(f"train {kind}", stage="train", root=root,
                        params={"train": dict(t), "model": manifest["network"]},
-                       tags={"rr_type": kind, "crossval_run_id": manifest["crossval_run_id"]}):
+                       tags={"rr_type": kind, "crossval_run_id": manifest["crossval_run_id"]},
+                       inputs=[processed, src / "folds.json", src / "predictions.parquet"]):
             mlflow.log_metrics({**{f"in_sample_{k}": v for k, v in m["in_sample"].items()},
                                 **{f"oof_{k}": v for k, v in m["out_of_fold"].items()},
                                 "n_members": m["n_members"], "spread_median": m["spread_median"]})

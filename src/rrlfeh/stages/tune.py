@@ -107,7 +107,8 @@ def tune_one(job: TuneJob) -> dict[str, Any]:
              job.kind, len(tr), len(va), trials, epochs, " (resumed)" if resume_id else "")
     with stage_run(f"tune {job.kind}", stage="tune", root=Path(job.root),
                    params=job.logged_params, run_id=resume_id,
-                   tags={"rr_type": job.kind, "search": "hyperband"}) as run:
+                   tags={"rr_type": job.kind, "search": "hyperband"},
+                   inputs=[job.data_path]) as run:
         parent_file.write_text(run.info.run_id)
         if resume_id is None:
             mlflow.log_params({"rr_type": job.kind, "n_train": len(tr), "n_val": len(va),
@@ -115,6 +116,7 @@ def tune_one(job: TuneJob) -> dict[str, Any]:
         tuner = TrackedHyperband(
             hypermodel, label=job.kind, y_val=va.y, expected_trials=trials,
             tags=git_tags(Path(job.root)), objective_window=job.objective_window,
+            inputs=(str(job.data_path),),
             objective="val_loss", max_epochs=int(hb["max_epochs"]), factor=int(hb["factor"]),
             hyperband_iterations=int(hb.get("iterations", 1)), seed=job.seed,
             directory=str(search_dir), project_name="keras_tuner", overwrite=False)

@@ -112,9 +112,11 @@ class TrackedHyperband(kt.Hyperband):
 
     def __init__(self, hypermodel: GRUHyperModel, *, label: str, y_val: np.ndarray,
                  expected_trials: int, tags: Mapping[str, str] | None = None,
-                 objective_window: int = 1, **kwargs: Any) -> None:
+                 objective_window: int = 1, inputs: tuple[str, ...] = (),
+                 **kwargs: Any) -> None:
         super().__init__(hypermodel, **kwargs)
         self.label = label
+        self.inputs = tuple(inputs)  # data files every trial names (mlflow.log_input)
         self.window = max(1, int(objective_window))
         self.tags = dict(tags or {})
         self._y_var = float(np.var(y_val))
@@ -125,7 +127,7 @@ class TrackedHyperband(kt.Hyperband):
     def run_trial(self, trial, *args, **kwargs):
         import mlflow
 
-        from rrlfeh.training.tracking import log_history
+        from rrlfeh.training.tracking import log_data_inputs, log_history
 
         hp = dict(trial.hyperparameters.values)
         first = int(hp.get("tuner/initial_epoch", 0))
@@ -133,6 +135,7 @@ class TrackedHyperband(kt.Hyperband):
                               tags={**self.tags, "trial_id": trial.trial_id,
                                     "rr_type": self.label, "dvc.stage": "tune"}) as run:
             mlflow.log_params({k.replace("tuner/", "tuner."): v for k, v in hp.items()})
+            log_data_inputs(self.inputs)
             histories = super().run_trial(trial, *args, **kwargs)
             history = histories[0].history
             log_history({k: [math.nan] * first + list(v) for k, v in history.items()},

@@ -107,7 +107,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
     from rrlfeh.training.callbacks import ProgressLog, TimeBudget, nan_guard
     from rrlfeh.training.model import NetworkSpec, build_model, predict
     from rrlfeh.training.runner import seed_everything
-    from rrlfeh.training.tracking import flatten, log_history
+    from rrlfeh.training.tracking import flatten, log_data_inputs, log_history
 
     t0 = time.monotonic()
     seed_everything(job.seed, job.fit.deterministic)
@@ -124,6 +124,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
         mlflow.log_params({**flatten(spec.as_dict(), "model."), **flatten(asdict(job.fit), "fit."),
                            "repeat": job.repeat, "fold": job.fold, "seed": job.seed,
                            "n_train": len(tr), "n_val": len(va)})
+        log_data_inputs([job.data_path])
         model = build_model(data.input_shape, spec)
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=job.fit.patience,
                                              min_delta=job.fit.min_delta,

@@ -33,7 +33,8 @@ def quiet_tensorflow() -> None:
 def configure_worker(threads: int) -> None:
     """Logging, quiet TensorFlow and a thread budget in a worker process."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    logging.getLogger("rrlfeh").setLevel(logging.INFO)
     quiet_tensorflow()
     import tensorflow as tf
 

@@ -7,10 +7,13 @@ to the code and knobs that made it. MLFLOW_TRACKING_URI, when set, overrides par
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a parameter value
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,46 @@ def setup_tracking(settings: TrackingSettings) -> str:
                                           artifact_location=settings.artifact_root.as_uri())
     else:
         exp_id = exp.experiment_id
+    # MLflow 3 opens an experiment without a kind on its GenAI overview; ours are training runs
+    if (exp.tags if exp is not None else {}).get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+@functools.lru_cache(maxsize=64)
+def _md5(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_md5(path: str | Path) -> str:
+    """The md5 of a file's bytes: DVC 3's hash of a file (as in dvc.lock)."""
+    st = os.stat(path)
+    return _md5(str(path), st.st_size, st.st_mtime_ns)
+
+
+def log_data_inputs(paths: Iterable[str | Path], root: Path | None = None,
+                    context: str = "training") -> None:
+    """Name the data files a run used (mlflow.log_input), each with its DVC hash as digest."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    base = (root or Path.cwd()).resolve()  # stages run from the repository root
+    for path in paths:
+        path = Path(path).resolve()
+        if not path.is_file():
+            continue
+        name = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+        with warnings.catch_warnings():  # two registered local sources match a file URI
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(path.as_uri())
+        ds = MetaDataset(source, name=name, digest=file_md5(path))
+        mlflow.log_input(ds, context=context, tags={"dvc.md5": ds.digest})
 
 
 def git_tags(root: Path) -> dict[str, str]:
@@ -95,9 +138,11 @@ def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
 
 @contextmanager
 def stage_run(name: str, *, stage: str, root: Path, params: Mapping[str, Any],
-              tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[Any]:
-    """A parent run of one stage (or one type of a stage): git + DVC tags and the stage's params.
-    Given `run_id`, the run is resumed (a restarted search keeps its parent)."""
+              tags: Mapping[str, str] | None = None, run_id: str | None = None,
+              inputs: Iterable[str | Path] = ()) -> Iterator[Any]:
+    """A parent run of one stage (or one type of a stage): git + DVC tags, the stage's params
+    and the data files it read (`inputs`). Given `run_id`, the run is resumed (a restarted
+    search keeps its parent)."""
     import mlflow
 
     all_tags = {**git_tags(root), "dvc.stage": stage, **(tags or {})}
@@ -105,6 +150,7 @@ def stage_run(name: str, *, stage: str, root: Path, params: Mapping[str, Any],
                           tags=all_tags) as run:
         if run_id is None:
             log_params(params)
+            log_data_inputs(inputs, root)
         yield run
 
 

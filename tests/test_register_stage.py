@@ -1,0 +1,69 @@
+"""Stage `register` in a trained project: a model identical to a registered version registers
+nothing; a changed candidate is a new version, promoted only by the gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import BIN, run
+
+
+@pytest.fixture()
+def work(pipeline_project: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "p"
+    shutil.copytree(pipeline_project, dest, symlinks=True)
+    return dest
+
+
+def versions(work: Path):
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    return client, sorted(client.search_model_versions("name='rrl-feh'"),
+                          key=lambda v: int(v.version))
+
+
+def test_the_default_repro_registered_a_champion_with_its_figures(pipeline_project: Path):
+    client, vs = versions(pipeline_project)
+    assert [v.version for v in vs] == ["1"]
+    champ = client.get_model_version_by_alias("rrl-feh", "champion")
+    assert champ.version == "1" and champ.tags["promoted"] == "true"
+    cv = json.loads((pipeline_project / "reports/crossval.json").read_text())
+    for kind in ("RRab", "RRc"):
+        assert float(champ.tags[f"{kind}.oof_rmse"]) == pytest.approx(cv[kind]["oof"]["rmse"],
+                                                                      abs=1e-6)
+    reg = json.loads((pipeline_project / "reports/register.json").read_text())
+    assert reg["version"] == 1 and reg["promoted"] and reg["champion_version"] == 1
+
+
+def test_rerun_of_an_unchanged_model_registers_nothing(work: Path):
+    run([str(BIN / "rrlfeh"), "register"], work)
+    _, vs = versions(work)
+    assert [v.version for v in vs] == ["1"]
+    reg = json.loads((work / "reports/register.json").read_text())
+    assert not reg["registered"] and reg["decision"].startswith("unchanged")
+
+
+def test_a_changed_candidate_is_a_new_version_and_the_gate_decides(work: Path):
+    params = (work / "params.yaml").read_text()
+    (work / "params.yaml").write_text(params.replace("batch_size: 4096", "batch_size: 2048"))
+    run([str(BIN / "rrlfeh"), "register"], work)
+    client, vs = versions(work)
+    assert [v.version for v in vs] == ["1", "2"]
+    new = vs[1]
+    # same ensembles, same stars: equal out-of-fold RMSE does not beat the champion
+    assert new.tags["promoted"] == "false" and "equal to champion v1" in new.tags["decision"]
+    assert new.tags["compared_with"] == "v1"
+    assert client.get_model_version_by_alias("rrl-feh", "champion").version == "1"
+    reg = json.loads((work / "reports/register.json").read_text())
+    assert reg["version"] == 2 and not reg["promoted"] and reg["champion_version"] == 1
+    # the policy knob overrides the comparison, and says so
+    (work / "params.yaml").write_text(params.replace("batch_size: 4096", "batch_size: 1024")
+                                      .replace("promote: auto", "promote: always"))
+    run([str(BIN / "rrlfeh"), "register"], work)
+    client, vs = versions(work)
+    assert client.get_model_version_by_alias("rrl-feh", "champion").version == "3"
+    assert "register.promote is 'always'" in vs[2].tags["decision"]
