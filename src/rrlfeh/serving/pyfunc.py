@@ -7,6 +7,9 @@ object serves `mlflow models serve`, the `score` stage and `rrlfeh predict`.
 
 from __future__ import annotations
 
+import functools
+import json
+import sys
 from typing import Any
 
 import mlflow
@@ -52,6 +55,8 @@ class RRLFehModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.model = ScoringModel.load(context.artifacts[ARTIFACT])
+        if _SERVER_APP in sys.modules:  # loaded by `mlflow models serve`'s worker
+            _one_line_body_errors()
 
     def predict(self, context, model_input, params=None):
         """One row per star of `model_input`, in input order (pipeline.OUTPUT_COLUMNS)."""
@@ -61,6 +66,95 @@ class RRLFehModel(mlflow.pyfunc.PythonModel):
             raise RequestRejected(str(exc)) from None
         n_jobs = int((params or {}).get("derive_n_jobs", 1))
         return score_request(request, self.model, derive_n_jobs=n_jobs)
+
+
+_SERVER_APP = "mlflow.pyfunc.scoring_server.app"
+BODY_USAGE = ('send JSON {"dataframe_split": {"columns": [...], "data": [[...], ...]}} or '
+              '{"dataframe_records": [{...}, ...]}')
+_TABLE_KEYS = ("dataframe_split", "dataframe_records", "inputs", "instances")
+
+
+def _one_line_body_errors() -> None:
+    """Make the scoring server's answers to a body it cannot read one-line 400s.
+
+    MLflow 3.17's scoring server reads the body before any of our code runs, and answers
+    - a body that is not JSON (or is empty) from `scoring_server._decode_json_input` with
+      "Ensure that input is a valid JSON formatted string. Error: ...\nInput: \n<the body>":
+      the whole request echoed back over many lines;
+    - a JSON object without a table key with a 900-character paragraph on the MLflow 2.0
+      protocol change that lists the wrong keys (always "[]");
+    - bad `params` from PyFuncModel.predict, which the server prefixes with "Failed to predict
+      data '<the whole frame>'" over many lines.
+    The server looks `_decode_json_input` up in its module at every request, so it is wrapped
+    there, in the server's worker process only (where the app module is being imported while
+    the model loads). Bodies that decode to a readable request pass unchanged; the others get
+    `RequestRejected` naming the problem without the body. Idempotent; if a later MLflow
+    renames the function nothing is wrapped and MLflow's own messages stand.
+    """
+    from mlflow.pyfunc import scoring_server
+
+    decode = getattr(scoring_server, "_decode_json_input", None)
+    if decode is None or getattr(decode, "_rrlfeh_one_line", False):
+        return
+
+    @functools.wraps(decode)
+    def one_line_decode(json_input):
+        try:
+            decoded = decode(json_input)
+        except MlflowException as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, (json.JSONDecodeError, UnicodeDecodeError)):
+                raise
+            raise RequestRejected(_body_problem(json_input, cause)) from None
+        if isinstance(decoded, dict):
+            problem = _shape_problem(decoded)
+            if problem:
+                raise RequestRejected(problem)
+        return decoded
+
+    one_line_decode._rrlfeh_one_line = True  # type: ignore[attr-defined]
+    scoring_server._decode_json_input = one_line_decode
+
+
+def _body_problem(body: Any, error: ValueError) -> str:
+    """One line on why a request body is not JSON, without the body."""
+    if isinstance(body, bytes | str) and not body.strip():
+        return f"empty request body: {BODY_USAGE}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"request body is not UTF-8 text (byte {error.start}): {BODY_USAGE}"
+    if isinstance(error, json.JSONDecodeError):
+        what = f"{error.msg} at line {error.lineno} column {error.colno}"
+    else:
+        what = str(error).splitlines()[0][:120]
+    return f"request body is not JSON ({what}): {BODY_USAGE}"
+
+
+def _shape_problem(body: dict) -> str | None:
+    """Why a decoded JSON object is not a table request with valid params (None when it is).
+    Objects in MLflow's chat/completions/embeddings formats are left to MLflow."""
+    try:
+        from mlflow.pyfunc.utils.serving_data_parser import is_unified_llm_input
+    except ImportError:  # a later MLflow: judge the table keys only
+        def is_unified_llm_input(_: dict) -> bool:
+            return False
+
+    if is_unified_llm_input(body):
+        return None
+    tables = [k for k in _TABLE_KEYS if k in body]
+    if len(tables) != 1:
+        keys = [str(k)[:30] for k in list(body)[:8]]
+        what = f"keys {keys}" if keys else "an empty object"
+        return f"the request JSON needs exactly one table key, got {what}: {BODY_USAGE}"
+    params = body.get("params")
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        return f"'params' must be an object such as {{\"derive_n_jobs\": 1}}, got " \
+               f"{type(params).__name__}"
+    n_jobs = params.get("derive_n_jobs", 1)
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int):
+        return f"params.derive_n_jobs must be an integer, got {type(n_jobs).__name__}"
+    return None
 
 
 def signature() -> Any:
