@@ -28,9 +28,9 @@ def versions(work: Path):
 
 def test_the_default_repro_registered_a_champion_with_its_figures(pipeline_project: Path):
     client, vs = versions(pipeline_project)
-    assert [v.version for v in vs] == ["1"]
+    assert [str(v.version) for v in vs] == ["1"]
     champ = client.get_model_version_by_alias("rrl-feh", "champion")
-    assert champ.version == "1" and champ.tags["promoted"] == "true"
+    assert str(champ.version) == "1" and champ.tags["promoted"] == "true"
     cv = json.loads((pipeline_project / "reports/crossval.json").read_text())
     for kind in ("RRab", "RRc"):
         assert float(champ.tags[f"{kind}.oof_rmse"]) == pytest.approx(cv[kind]["oof"]["rmse"],
@@ -42,7 +42,7 @@ def test_the_default_repro_registered_a_champion_with_its_figures(pipeline_proje
 def test_rerun_of_an_unchanged_model_registers_nothing(work: Path):
     run([str(BIN / "rrlfeh"), "register"], work)
     _, vs = versions(work)
-    assert [v.version for v in vs] == ["1"]
+    assert [str(v.version) for v in vs] == ["1"]
     reg = json.loads((work / "reports/register.json").read_text())
     assert not reg["registered"] and reg["decision"].startswith("unchanged")
 
@@ -52,12 +52,12 @@ def test_a_changed_candidate_is_a_new_version_and_the_gate_decides(work: Path):
     (work / "params.yaml").write_text(params.replace("batch_size: 4096", "batch_size: 2048"))
     run([str(BIN / "rrlfeh"), "register"], work)
     client, vs = versions(work)
-    assert [v.version for v in vs] == ["1", "2"]
+    assert [str(v.version) for v in vs] == ["1", "2"]
     new = vs[1]
     # same ensembles, same stars: equal out-of-fold RMSE does not beat the champion
     assert new.tags["promoted"] == "false" and "equal to champion v1" in new.tags["decision"]
     assert new.tags["compared_with"] == "v1"
-    assert client.get_model_version_by_alias("rrl-feh", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("rrl-feh", "champion").version) == "1"
     reg = json.loads((work / "reports/register.json").read_text())
     assert reg["version"] == 2 and not reg["promoted"] and reg["champion_version"] == 1
     # the policy knob overrides the comparison, and says so
@@ -65,5 +65,5 @@ def test_a_changed_candidate_is_a_new_version_and_the_gate_decides(work: Path):
                                       .replace("promote: auto", "promote: always"))
     run([str(BIN / "rrlfeh"), "register"], work)
     client, vs = versions(work)
-    assert client.get_model_version_by_alias("rrl-feh", "champion").version == "3"
+    assert str(client.get_model_version_by_alias("rrl-feh", "champion").version) == "3"
     assert "register.promote is 'always'" in vs[2].tags["decision"]
