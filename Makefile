@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python benchmarks/period_search.py
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/score.py --ensemble champion
 
 UI_PORT ?= 5000
 ui: setup

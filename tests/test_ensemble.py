@@ -1,0 +1,55 @@
+"""The ensemble's fast paths give the members' own numbers: the fused Keras model and the
+stacked XLA program against each member's Keras predict, at batch sizes that need padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rrlfeh.training.ensemble import Ensemble, StackedGRU
+from rrlfeh.training.model import NetworkSpec, build_model
+
+
+@pytest.fixture(scope="module")
+def ensemble() -> Ensemble:
+    import keras
+
+    keras.utils.set_random_seed(3)
+    spec = NetworkSpec(units=(6, 5, 3), dropout=(0.2, 0.2, 0.1))
+    models = [build_model((40, 2), spec) for _ in range(3)]
+    for m in models:  # trained-looking weights: random, larger than the initialisers'
+        m.set_weights([w + np.random.default_rng(1).normal(0, 0.3, w.shape).astype(w.dtype)
+                       for w in m.get_weights()])
+    return Ensemble(models, {"input_shape": [40, 2], "residual_sigma": 0.1})
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_fast_paths_equal_the_member_loop(ensemble: Ensemble, n: int):
+    x = np.random.default_rng(n).normal(size=(n, 40, 2)).astype(np.float32)
+    loop = ensemble.member_predictions(x, batch_size=128)
+    for engine in ("keras", "stacked"):
+        fast = ensemble.member_predictions(x, batch_size=128, fused=True, engine=engine)
+        assert fast.shape == (3, n)
+        assert np.abs(fast - loop).max() < 1e-5, engine
+    mean, spread = ensemble.predict(x, fused=True)
+    assert np.allclose(mean, loop.mean(axis=0), atol=1e-5)
+    assert np.allclose(spread, loop.std(axis=0, ddof=1), atol=1e-5)
+
+
+def test_other_architectures_fall_back_to_keras():
+    import keras
+
+    inp = keras.Input((10, 2))
+    out = keras.layers.Dense(1)(keras.layers.LSTM(3)(inp))
+    ens = Ensemble([keras.Model(inp, out)], {"input_shape": [10, 2]})
+    assert ens.stacked() is None
+    x = np.zeros((4, 10, 2), np.float32)
+    assert np.allclose(ens.member_predictions(x, fused=True), ens.member_predictions(x))
+    with pytest.raises(ValueError, match="cannot be stacked"):
+        ens.member_predictions(x, fused=True, engine="stacked")
+
+
+def test_padded_batch_sizes_are_few():
+    sizes = {StackedGRU.padded_size(n, 4096) for n in range(1, 4097)}
+    assert len(sizes) <= 25 and all(s >= 1 for s in sizes)
+    assert all(StackedGRU.padded_size(n, 4096) >= n for n in range(1, 4097))
