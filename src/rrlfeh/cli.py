@@ -160,15 +160,11 @@ def own_info_only(record: logging.LogRecord) -> bool:
 def configure_logging() -> None:
     """The stages' own progress at INFO; third-party INFO chatter (Great Expectations' docs
     decorators, MLflow's artifact progress bars and notes) off: warnings and errors only."""
-    import warnings
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for handler in logging.getLogger().handlers:  # libraries set their own levels on import
         handler.addFilter(own_info_only)
-    # MLflow 3 asks for type hints on PythonModel.predict; ours takes a frame of many forms
-    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
 
 
 def main(argv: list[str] | None = None) -> int:

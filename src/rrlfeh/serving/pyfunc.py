@@ -11,6 +11,7 @@ import functools
 import gc
 import json
 import sys
+import warnings
 from typing import Any
 
 import mlflow
@@ -51,25 +52,31 @@ class RequestRejected(MlflowException):
             self._one_line = value
 
 
-class RRLFehModel(mlflow.pyfunc.PythonModel):
-    """Scores every star of a frame of epochs (see rrlfeh.serving.inputs for the forms)."""
+# MLflow 3 asks for type hints on predict when the class is defined (a UserWarning on every
+# load, forced to show by its own "once" filter, so only a silent showwarning hides it); the
+# input here is a frame of several forms, checked by rrlfeh.serving.inputs
+with warnings.catch_warnings():
+    warnings.showwarning = lambda *args, **kwargs: None
 
-    def load_context(self, context) -> None:
-        self.model = ScoringModel.load(context.artifacts[ARTIFACT])
-        if _SERVER_APP in sys.modules:  # loaded by `mlflow models serve`'s worker
-            _one_line_body_errors()
-        # the loaded TensorFlow graph is a large, long-lived heap: kept out of the collector's
-        # full passes (~0.3 s each, the served model's worst latencies otherwise)
-        gc.freeze()
+    class RRLFehModel(mlflow.pyfunc.PythonModel):
+        """Scores every star of a frame of epochs (see rrlfeh.serving.inputs for the forms)."""
 
-    def predict(self, context, model_input, params=None):
-        """One row per star of `model_input`, in input order (pipeline.OUTPUT_COLUMNS)."""
-        try:
-            request = read_request(model_input)
-        except RequestError as exc:
-            raise RequestRejected(str(exc)) from None
-        n_jobs = int((params or {}).get("derive_n_jobs", 1))
-        return score_request(request, self.model, derive_n_jobs=n_jobs)
+        def load_context(self, context) -> None:
+            self.model = ScoringModel.load(context.artifacts[ARTIFACT])
+            if _SERVER_APP in sys.modules:  # loaded by `mlflow models serve`'s worker
+                _one_line_body_errors()
+            # the loaded TensorFlow graph is a large, long-lived heap: kept out of the collector's
+            # full passes (~0.3 s each, the served model's worst latencies otherwise)
+            gc.freeze()
+
+        def predict(self, context, model_input, params=None):
+            """One row per star of `model_input`, in input order (pipeline.OUTPUT_COLUMNS)."""
+            try:
+                request = read_request(model_input)
+            except RequestError as exc:
+                raise RequestRejected(str(exc)) from None
+            n_jobs = int((params or {}).get("derive_n_jobs", 1))
+            return score_request(request, self.model, derive_n_jobs=n_jobs)
 
 
 _SERVER_APP = "mlflow.pyfunc.scoring_server.app"
