@@ -21,7 +21,10 @@ def work(pipeline_project: Path, tmp_path: Path) -> Path:
 
 
 def versions(work: Path):
-    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    # the registry URI too: by default a client's registry follows the process-wide tracking
+    # URI, which other tests point at other stores
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     return client, sorted(client.search_model_versions("name='rrl-feh'"),
                           key=lambda v: int(v.version))
 

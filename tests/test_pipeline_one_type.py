@@ -1,0 +1,42 @@
+"""`dvc repro` when one type has too few stars to train (the real DR3 set has 10 labelled RRc):
+the pipeline still ends with a champion and a catalogue, and says why the type has no model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from conftest import REPO, run, tracked_files
+
+
+def test_a_type_too_small_to_train_is_skipped_to_the_end(tmp_path: Path):
+    work = tmp_path / "clone"
+    for f in tracked_files():
+        if f.startswith(("data/raw/", "data/validated/", "data/processed/", "data/scored/",
+                         "reports/", "models/")):
+            continue
+        (work / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, work / f)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["acquire"]["synthetic"].update(n_stars=300, frac_rrc=0.08)
+    params["budget"] = "tiny"
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], work)
+    run(["git", "add", "-A"], work)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "c"], work)
+    run(["dvc", "repro"], work)
+    cv = json.loads((work / "reports/crossval.json").read_text())
+    assert "< tune.min_stars 50" in cv["RRc"]["skipped"] and "val" in cv["RRab"]
+    for name in ("learning_curves", "true_vs_predicted", "residuals_vs_epochs"):
+        assert (work / f"reports/figures/RRc_{name}.png").stat().st_size > 1000
+    reg = json.loads((work / "reports/register.json").read_text())
+    assert reg["promoted"] and reg["version"] == 1
+    cat = pd.read_parquet(work / "data/scored/catalogue.parquet")
+    stars = pd.read_parquet(work / "data/raw/stars.parquet")
+    rrc = cat[cat["source_id"].isin(stars.loc[stars["type"] == "RRc", "source_id"])]
+    assert len(rrc) and (rrc["status"] == "no RRc model (too few RRc training stars)").all()
+    assert (cat.loc[~cat["source_id"].isin(rrc["source_id"]), "status"] == "ok").mean() > 0.9
