@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,29 +44,38 @@ def tracked_files() -> list[str]:
     return [f for f in out.splitlines() if (REPO / f).is_file()]
 
 
-@pytest.fixture(scope="session")
-def pipeline_project(tmp_path_factory) -> Path:
-    """A copy of the working tree (what a clone would hold) with a small synthetic sample, after
-    a real `dvc repro` on the tiny budget: trained, registered (rrl-feh@champion in its own
-    mlflow.db) and scored. Shared by the tests; copy it before changing anything in it."""
-    work = tmp_path_factory.mktemp("clone")
+PIPELINE_OUTPUTS = ("data/raw/", "data/validated/", "data/processed/", "data/scored/", "reports/",
+                    "models/")
+
+
+def clone_project(work: Path, edit_params: Callable[[dict], None]) -> Path:
+    """What a clone holds (tracked files, no pipeline outputs) in `work`, its params.yaml changed
+    by `edit_params`, committed as a fresh git repository (runs record the commit)."""
     for f in tracked_files():
-        if f.startswith(("data/raw/", "data/validated/", "data/processed/", "data/scored/",
-                         "reports/",
-                         "models/")):
-            continue  # outputs of the pipeline: the run below must make them
+        if f.startswith(PIPELINE_OUTPUTS):
+            continue  # outputs of the pipeline: a run in the copy must make them
         (work / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, work / f)
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["acquire"]["source"] = "synthetic"
-    params["acquire"]["synthetic"]["n_stars"] = 400
-    params["budget"] = "tiny"
+    edit_params(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], work)
     run(["git", "add", "-A"], work)
     run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm",
          "clone"], work)
-    run(["dvc", "repro"], work)
     return work
 
 
+@pytest.fixture(scope="session")
+def pipeline_project(tmp_path_factory) -> Path:
+    """A copy of the working tree (what a clone would hold) with a small synthetic sample, after
+    a real `dvc repro` on the tiny budget: trained, registered (rrl-feh@champion in its own
+    mlflow.db) and scored. Shared by the tests; copy it before changing anything in it."""
+    def small(params: dict) -> None:
+        params["acquire"]["source"] = "synthetic"
+        params["acquire"]["synthetic"]["n_stars"] = 400
+        params["budget"] = "tiny"
+
+    work = clone_project(tmp_path_factory.mktemp("clone"), small)
+    run(["dvc", "repro"], work)
+    return work

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from test_acquire import individual_layout
 
-from conftest import REPO, run, tracked_files
+from conftest import REPO, clone_project, run, tracked_files
 
 SRC = REPO / "src"
 PACKAGE = "rrlfeh"
@@ -250,45 +251,26 @@ def test_input_files_named_by_params_are_deps(stage: str):
 # a changed input file reruns exactly the stages it reaches (real dvc, a copy of the project)
 
 
-def individual_layout(epochs: pd.DataFrame) -> pd.DataFrame:
-    """Canonical epochs as the Gaia DataLink INDIVIDUAL layout (G rows)."""
-    return pd.DataFrame({
-        "solution_id": np.int64(375316653866487564), "source_id": epochs["source_id"],
-        "transit_id": epochs["transit_id"], "band": "G", "time": epochs["time"],
-        "mag": epochs["mag"], "flux": epochs["flux"], "flux_error": epochs["flux_error"],
-        "flux_over_error": epochs["flux"] / epochs["flux_error"],
-        "rejected_by_photometry": epochs["mag"].isna(),
-        "rejected_by_variability": epochs["rejected"] & epochs["mag"].notna(),
-        "other_flags": np.int64(0)})
-
-
 @pytest.fixture(scope="module")
 def files_project(tmp_path_factory) -> Path:
     """A clone-like copy of the working tree whose `acquire` reads local files (epochs and
     labels of a small synthetic sample under inputs/), with the data stages reproduced."""
     from rrlfeh.data.synthetic import generate
 
-    work = tmp_path_factory.mktemp("files_clone")
-    for f in tracked_files():
-        if f.startswith(("data/raw/", "data/validated/", "data/processed/", "data/scored/",
-                         "reports/", "models/")):
-            continue
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, work / f)
     sample = generate(60, seed=3)
+
+    def local_files(params: dict) -> None:
+        params["acquire"]["source"] = "files"
+        params["acquire"]["files"].update(epochs="inputs/epochs.parquet",
+                                          labels="inputs/labels.csv")
+        params["acquire"]["derive"]["n_jobs"] = 1
+        params["validate"].update(min_epochs=20, max_phi31_error=0.3)
+
+    work = tmp_path_factory.mktemp("files_clone")
     (work / "inputs").mkdir()
     individual_layout(sample.epochs).to_parquet(work / "inputs/epochs.parquet")
     sample.labels.to_csv(work / "inputs/labels.csv", index=False)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["acquire"]["source"] = "files"
-    params["acquire"]["files"].update(epochs="inputs/epochs.parquet", labels="inputs/labels.csv")
-    params["acquire"]["derive"]["n_jobs"] = 1
-    params["validate"].update(min_epochs=20, max_phi31_error=0.3)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], work)
-    run(["git", "add", "-A"], work)
-    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm",
-         "clone"], work)
+    clone_project(work, local_files)
     assert ran(run(["dvc", "repro", "preprocess"], work)) == ["acquire", "validate", "preprocess"]
     return work
 

@@ -4,30 +4,19 @@ the pipeline still ends with a champion and a catalogue, and says why the type h
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from conftest import REPO, run, tracked_files
+from conftest import clone_project, run
 
 
 def test_a_type_too_small_to_train_is_skipped_to_the_end(tmp_path: Path):
-    work = tmp_path / "clone"
-    for f in tracked_files():
-        if f.startswith(("data/raw/", "data/validated/", "data/processed/", "data/scored/",
-                         "reports/", "models/")):
-            continue
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, work / f)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["acquire"]["synthetic"].update(n_stars=300, frac_rrc=0.08)
-    params["budget"] = "tiny"
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], work)
-    run(["git", "add", "-A"], work)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "c"], work)
+    def one_small_type(params: dict) -> None:
+        params["acquire"]["synthetic"].update(n_stars=300, frac_rrc=0.08)
+        params["budget"] = "tiny"
+
+    work = clone_project(tmp_path / "clone", one_small_type)
     run(["dvc", "repro"], work)
     cv = json.loads((work / "reports/crossval.json").read_text())
     assert "< tune.min_stars 50" in cv["RRc"]["skipped"] and "val" in cv["RRab"]
