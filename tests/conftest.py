@@ -30,9 +30,18 @@ def shared_data() -> Path:
     return path
 
 
+def project_env(**extra: str) -> dict[str, str]:
+    """The environment of a command run in a project copy: the venv first on PATH, and no
+    MLflow store inherited from this process (`mlflow.set_tracking_uri` in a test exports
+    MLFLOW_TRACKING_URI, which would send a copy's runs and versions to another store)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    return {**env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "MLFLOW_DISABLE_TELEMETRY": "true", "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = project_env()
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
     return res

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, run
+from conftest import BIN, project_env, run
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +173,7 @@ def test_mlflow_ui_serves_the_runs_on_localhost(workdir: Path):
     import urllib.request
 
     port = free_port()
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = project_env()
     proc = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri",
                              "sqlite:///mlflow.db", "-h", "127.0.0.1", "-p", str(port)],
                             cwd=workdir, env=env, stdout=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ import pytest
 from rrlfeh.serving.inputs import read_request
 from rrlfeh.serving.pipeline import ScoringModel, score_request
 
-from conftest import BIN, run
+from conftest import BIN, project_env, run
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_a_fresh_process_loading_the_champion_gives_the_catalogue(project):
     code = ("import mlflow, pandas as pd; "
             "m = mlflow.pyfunc.load_model('models:/rrl-feh@champion'); "
             "m.predict(pd.read_parquet('request.parquet')).to_parquet('answer.parquet')")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    env = project_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
     subprocess.run([str(BIN / "python"), "-c", code], cwd=project, env=env, check=True,
                    capture_output=True, timeout=300)
     got = pd.read_parquet(project / "answer.parquet").set_index("source_id")
@@ -146,7 +146,7 @@ def test_killed_score_resumes_from_its_finished_chunks(project, tmp_path):
     (work / "data/scored/catalogue.parquet").unlink()
     params = (work / "params.yaml").read_text().replace("chunk_stars: 2000", "chunk_stars: 25")
     (work / "params.yaml").write_text(params)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = project_env()
     proc = subprocess.Popen([str(BIN / "rrlfeh"), "score"], cwd=work, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -199,6 +199,6 @@ def test_predict_an_unreadable_file_is_one_line(project, tmp_path):
     (tmp_path / "bad.csv").write_text("source_id,time\n1,2.0\n")
     res = subprocess.run([str(BIN / "rrlfeh"), "predict", str(tmp_path / "bad.csv"), "-o",
                           str(tmp_path / "o.csv")], cwd=project, capture_output=True, text=True,
-                         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+                         env=project_env())
     assert res.returncode == 1
     assert "missing column(s) mag" in res.stderr.strip().splitlines()[-1]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import requests
 
-from conftest import BIN, REPO
+from conftest import BIN, REPO, project_env
 
 REQUESTS = REPO / "tests" / "data" / "requests"
 MODEL_URI = "models:/rrl-feh@champion"
@@ -32,9 +32,7 @@ def free_port() -> int:
 
 def server_env(project: Path) -> dict[str, str]:
     """What the server needs: the venv's bin first on PATH and the project's own store."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{project.resolve() / 'mlflow.db'}",
-            "MLFLOW_DISABLE_TELEMETRY": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return project_env(MLFLOW_TRACKING_URI=f"sqlite:///{project.resolve() / 'mlflow.db'}")
 
 
 @dataclass
