@@ -32,13 +32,26 @@ def star_chunks(frame: pd.DataFrame, chunk_stars: int):
         yield frame[(codes >= start) & (codes < start + chunk_stars)]
 
 
+def write_table(df: pd.DataFrame, path: Path) -> Path:
+    """A result table as .parquet or .csv (6 significant digits), through a temporary file and
+    a rename (a crash never leaves half a file); the one writer of scored tables."""
+    from rrlfeh.io import write_parquet
+
+    if path.suffix.lower() == ".parquet":
+        return write_parquet(df, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)
+    return path
+
+
 def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, Any], root: Path,
         *, chunk_stars: int = 2000, n_jobs: int = 1) -> pd.DataFrame:
     """Score every star of `input_path`; write `output` (.csv or .parquet)."""
     import mlflow
     from tqdm import tqdm
 
-    from rrlfeh.io import write_parquet
     from rrlfeh.serving.pyfunc import RequestRejected
     from rrlfeh.training.tracking import TrackingSettings
 
@@ -58,13 +71,7 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
             parts.append(out)
             bar.update(len(out))
     result = pd.concat(parts, ignore_index=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix.lower() == ".parquet":
-        write_parquet(result, output)
-    else:
-        tmp = output.with_name(f".{output.name}.tmp")
-        result.to_csv(tmp, index=False, float_format="%.6g")
-        tmp.replace(output)
+    write_table(result, output)
     ok = int((result["status"] == "ok").sum())
     log.info("predict: %d stars from %s, %d scored (%d in the training domain), %d with a "
              "status -> %s", len(result), input_path, ok, int(result["in_domain"].sum()),

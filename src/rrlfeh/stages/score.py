@@ -85,17 +85,19 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
         metrics_path: Path) -> dict[str, Any]:
     """Score every star; write data/scored/catalogue.{parquet,csv}, figures and metrics."""
     from rrlfeh.serving.pipeline import conform_output
+    from rrlfeh.serving.predict import write_table
     from rrlfeh.training.tracking import TrackingSettings, setup_tracking
 
     setup_tracking(TrackingSettings.from_params(tracking, root))
     uri = str(p["model_uri"])
     model, version = _load(uri)
     chunk_stars = int(p.get("chunk_stars", 2000))
-    stars = pd.read_parquet(raw_dir / "stars.parquet", columns=list(STAR_FIELDS))
+    stars = pd.read_parquet(raw_dir / "stars.parquet", columns=[*STAR_FIELDS, "ra", "dec"])
+    rejected = pd.read_parquet(raw_dir / "rejected.parquet").drop_duplicates("source_id")
     cache = root / p.get("cache_dir", "data/cache/score") / _key(raw_dir, uri, version,
                                                                  chunk_stars)
     cache.mkdir(parents=True, exist_ok=True)
-    n_stars = len(stars) + _n_only_rejected(raw_dir, stars)
+    n_stars = len(stars) + int((~rejected["source_id"].isin(stars["source_id"])).sum())
     done = sorted(cache.glob("chunk_*.parquet"))
     if done:
         log.info("score: resuming, %d finished chunk(s) in %s", len(done), cache)
@@ -113,14 +115,14 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
         scored_ids.update(ids.tolist())
         progress.update(len(ids))
     progress.close()
-    rest = _without_epochs(raw_dir, stars, scored_ids)
+    rest = _without_epochs(rejected, stars, scored_ids)
     if len(rest):
         write_parquet(conform_output(rest), cache / "chunk_no_epochs.parquet")
     catalogue = _assemble(sorted(cache.glob("chunk_*.parquet")))
     out_dir = root / p.get("out_dir", "data/scored")
     write_parquet(catalogue, out_dir / "catalogue.parquet")
-    _write_csv(catalogue, out_dir / "catalogue.csv")
-    _figures(catalogue, stars, raw_dir, root / p.get("figures_dir", "reports/figures"))
+    write_table(catalogue, out_dir / "catalogue.csv")
+    _figures(catalogue, stars, root / p.get("figures_dir", "reports/figures"))
     metrics = summary(catalogue)
     metrics.update(model_uri=uri, model_version=version,
                    seconds=round(time.perf_counter() - t0, 1))
@@ -150,15 +152,11 @@ def _load(uri: str):
                                 "`rrlfeh register` (dvc repro register)") from exc
 
 
-def _n_only_rejected(raw_dir: Path, stars: pd.DataFrame) -> int:
-    rej = pd.read_parquet(raw_dir / "rejected.parquet", columns=["source_id"])
-    return int((~rej["source_id"].drop_duplicates().isin(stars["source_id"])).sum())
-
-
-def _without_epochs(raw_dir: Path, stars: pd.DataFrame, scored: set[int]) -> pd.DataFrame:
-    """Stars of data/raw with no epoch rows: a row each, the reason `acquire` gave as status."""
-    rej = pd.read_parquet(raw_dir / "rejected.parquet").drop_duplicates("source_id")
-    rej = rej[~rej["source_id"].isin(scored)]
+def _without_epochs(rejected: pd.DataFrame, stars: pd.DataFrame,
+                    scored: set[int]) -> pd.DataFrame:
+    """Stars of data/raw with no epoch rows: a row each, the reason `acquire` gave as status
+    (`rejected`: data/raw/rejected.parquet, one row a star)."""
+    rej = rejected[~rejected["source_id"].isin(scored)]
     lone = stars[~stars["source_id"].isin(scored) & ~stars["source_id"].isin(rej["source_id"])]
     ids = np.r_[rej["source_id"].to_numpy(np.int64), lone["source_id"].to_numpy(np.int64)]
     why = [f"no epochs ({r['stage']}: {r['reason']})" for _, r in rej.iterrows()] + \
@@ -176,12 +174,6 @@ def _assemble(paths: list[Path]) -> pd.DataFrame:
         raise ValueError(f"score: source_id {cat.loc[dup, 'source_id'].iloc[0]} is in two "
                          "chunks; remove the score cache and rerun")
     return cat.sort_values("source_id", ignore_index=True)
-
-
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    tmp.replace(path)
 
 
 def summary(cat: pd.DataFrame) -> dict[str, Any]:
@@ -205,12 +197,11 @@ def _progress(total: int):
     return tqdm(total=total, desc="score", unit="star", mininterval=2.0)
 
 
-def _figures(cat: pd.DataFrame, stars: pd.DataFrame, raw_dir: Path, out: Path) -> None:
+def _figures(cat: pd.DataFrame, stars: pd.DataFrame, out: Path) -> None:
     """The catalogue's [Fe/H] distribution and its sky map (paper Fig. 8)."""
     from rrlfeh.serving import figures
 
     ok = cat[cat["status"] == "ok"]
-    pos = pd.read_parquet(raw_dir / "stars.parquet", columns=["source_id", "ra", "dec"])
-    ok = ok.merge(pos, on="source_id", how="left")
+    ok = ok.merge(stars[["source_id", "ra", "dec"]], on="source_id", how="left")
     figures.feh_histogram(ok, out / "catalogue_feh.png")
     figures.sky_map(ok, out / "catalogue_sky.png")
