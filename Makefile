@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro test lint bench ui clean
+.PHONY: setup repro realdata dg22 test lint bench ui clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,23 @@ setup: $(STAMP)
 repro: setup
 	$(BIN)/dvc repro
 	@$(BIN)/rrlfeh summary
+
+# The real data sets of ../shared/data, each a named DVC experiment with the parameters of
+# experiments/<name>.params (a rerun replaces it). realdata: the Gaia DR3 epoch photometry;
+# dg22: the DG22 pre-folded curves (no periods).
+define experiment
+	@test -f ../shared/data/$(2) || { echo "make $(1): needs ../shared/data/$(2) beside the \
+	repository"; exit 1; }
+	-@$(BIN)/dvc exp remove $(1) >/dev/null 2>&1
+	$(BIN)/dvc exp run -n $(1) $$(sed -e '/^#/d' -e '/^$$/d' -e 's/^/-S /' experiments/$(3).params)
+	@$(BIN)/rrlfeh summary
+endef
+
+realdata: setup
+	$(call experiment,gaia-dr3,gaia_dr3/epoch_photometry.parquet,gaia_dr3)
+
+dg22: setup
+	$(call experiment,dg22,dg22/lc_dev_g.tar.gz,dg22)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -17,7 +17,12 @@ def test_fourier_features_recover_phi31_and_r21_of_a_known_curve():
     x = np.stack([np.stack([curve, phase * 0.55], -1)] * 3)
     f = fourier_features(x, np.array([0.5, 0.55, 0.6]))
     assert f[:, 0] == pytest.approx([0.5, 0.55, 0.6])
-    assert f[0, 1] == pytest.approx(np.mod(p3 - 3 * p1, 2 * np.pi))
+    from rrlfeh.preprocess.network_input import PHI31_CENTRE
+
+    # φ31 relative to the fixed centre, wrapped to ±π
+    assert np.mod(f[0, 1] + PHI31_CENTRE, 2 * np.pi) == pytest.approx(np.mod(p3 - 3 * p1,
+                                                                             2 * np.pi))
+    assert -np.pi <= f[0, 1] <= np.pi
     assert f[0, 2] == pytest.approx(a2 / a1)
 
 

@@ -24,7 +24,8 @@ from conftest import REPO, clone_project, run, tracked_files
 
 SRC = REPO / "src"
 PACKAGE = "rrlfeh"
-STAGES = ("acquire", "validate", "preprocess", "tune", "crossval", "train", "register", "score")
+STAGES = ("acquire", "validate", "preprocess", "tune", "crossval", "train", "register", "score",
+          "report")
 
 # Code a stage runs that no import statement of its own names:
 # - tune.code_digest() reads every rrlfeh/training/*.py as bytes (crossval calls it too), so
@@ -37,7 +38,8 @@ LOADED_BY_NAME = {"score": {"rrlfeh.serving.pyfunc"}}
 # default (a null cannot be templated into a DVC dep); set to a path, they must be deps too.
 INPUT_KEYS = {"acquire": ["acquire.files.epochs", "acquire.files.labels", "acquire.files.stars"],
               "preprocess": ["preprocess.folded.curves", "preprocess.folded.labels",
-                             "preprocess.folded.periods"]}
+                             "preprocess.folded.periods"],
+              "score": ["preprocess.folded.curves"], "report": ["acquire.files.epochs"]}
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,23 +9,36 @@ import pytest
 from rrlfeh.training.ensemble import Ensemble, StackedGRU
 from rrlfeh.training.model import NetworkSpec, build_model
 
+CHANNELS = {False: 2, True: 6}  # the paper's network; with per-star channels and the skip path
 
-@pytest.fixture(scope="module")
-def ensemble() -> Ensemble:
+
+@pytest.fixture(scope="module", params=[False, True], ids=["paper", "skip"])
+def ensemble(request, tmp_path_factory) -> Ensemble:
     import keras
 
     keras.utils.set_random_seed(3)
-    spec = NetworkSpec(units=(6, 5, 3), dropout=(0.2, 0.2, 0.1))
-    models = [build_model((40, 2), spec) for _ in range(3)]
+    skip = request.param
+    spec = NetworkSpec(units=(6, 5, 3), dropout=(0.2, 0.2, 0.1), skip=skip)
+    models = [build_model((40, CHANNELS[skip]), spec) for _ in range(3)]
     for m in models:  # trained-looking weights: random, larger than the initialisers'
         m.set_weights([w + np.random.default_rng(1).normal(0, 0.3, w.shape).astype(w.dtype)
                        for w in m.get_weights()])
-    return Ensemble(models, {"input_shape": [40, 2], "residual_sigma": 0.1})
+    folder = tmp_path_factory.mktemp("members")  # as scoring meets them: saved and reloaded
+    for i, m in enumerate(models):
+        m.save(folder / f"m{i}.keras")
+    models = [keras.models.load_model(folder / f"m{i}.keras", compile=False) for i in range(3)]
+    return Ensemble(models, {"input_shape": [40, CHANNELS[skip]], "residual_sigma": 0.1})
+
+
+def test_skip_path_is_recognised(ensemble: Ensemble):
+    stacked = ensemble.stacked()
+    assert stacked is not None
+    assert stacked.skip == (ensemble.input_shape[1] > 2)
 
 
 @pytest.mark.parametrize("n", [1, 7, 300])
 def test_fast_paths_equal_the_member_loop(ensemble: Ensemble, n: int):
-    x = np.random.default_rng(n).normal(size=(n, 40, 2)).astype(np.float32)
+    x = np.random.default_rng(n).normal(size=(n, *ensemble.input_shape)).astype(np.float32)
     loop = ensemble.member_predictions(x, batch_size=128)
     for engine in ("keras", "stacked"):
         fast = ensemble.member_predictions(x, batch_size=128, fused=True, engine=engine)

@@ -13,7 +13,8 @@ from conftest import REPO
 
 
 def test_network_is_three_gru_dropout_blocks_and_a_linear_output():
-    spec = NetworkSpec.from_params(yaml.safe_load((REPO / "params.yaml").read_text())["model"])
+    model_params = yaml.safe_load((REPO / "params.yaml").read_text())["model"]
+    spec = NetworkSpec.from_params({**model_params, "skip": False})  # the paper's network
     assert spec.units == (20, 16, 8) and spec.dropout == (0.2, 0.2, 0.1)
     model = build_model((264, 2), spec)
     kinds = [type(layer).__name__ for layer in model.layers]
@@ -30,6 +31,23 @@ def test_network_is_three_gru_dropout_blocks_and_a_linear_output():
     assert model.input_shape == (None, 264, 2) and model.output_shape == (None, 1)
     assert model.optimizer.__class__.__name__ == "Adam"
     assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+
+
+def test_skip_path_carries_the_first_steps_channels_to_the_output():
+    """With the GRU path's output weights at zero, the network is the linear relation
+    a + c . x[:, 0, :] of the per-star channels, computed here independently."""
+    spec = NetworkSpec(units=(4, 3, 2), dropout=(0.1, 0.1, 0.1), skip=True)
+    model = build_model((30, 6), spec)
+    dense = model.get_layer("feh")
+    kernel, bias = dense.get_weights()
+    assert kernel.shape == (2 + 6, 1)  # last GRU's units + the first step's channels
+    coef = np.array([0.0, 0.0, -5.0, 0.7, 1.0, 0.3], np.float32)
+    dense.set_weights([np.concatenate([np.zeros(2, np.float32), coef])[:, None],
+                       np.array([-1.5], np.float32)])
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 30, 6)).astype(np.float32)
+    x[:, :, 2:] = rng.normal(size=(50, 1, 4))  # per-star channels: constant along the curve
+    assert predict(model, x) == pytest.approx(-1.5 + x[:, 0, :] @ coef, abs=1e-5)
 
 
 def test_keras_weighted_metrics_agree_with_ours():

@@ -107,7 +107,7 @@ def test_every_fold_is_a_nested_run_with_learning_curves(workdir: Path):
             assert folds[f"metrics.{col}"].notna().all(), col
         for run_id, epochs in zip(folds["run_id"], folds["metrics.epochs_run"], strict=True):
             assert len(mlflow_history(workdir, run_id, "loss")) == int(epochs)
-            assert len(mlflow_history(workdir, run_id, "val_loss")) == int(epochs)
+            assert len(mlflow_history(workdir, run_id, "stop_loss")) == int(epochs)
 
 
 def test_dvc_metrics_show_prints_table1_for_both_types(workdir: Path):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy.stats import gaussian_kde
 
 from rrlfeh.cli import main
 
@@ -67,19 +68,51 @@ def test_preprocess_arrays_are_what_training_needs(pipeline: Path):
         a = np.load(pipeline / f"data/processed/{kind}.npz")
         n = len(a["y"])
         total += n
-        assert a["X"].shape == (n, n_points, 2) and n > 20
+        assert list(a["channels"]) == ["standardised_mag", "phase_x_period_d", "period_d",
+                                       "phi31", "r21", "amplitude_mag"]
+        assert a["X"].shape == (n, n_points, 6) and n > 20
         # channel 0: standardised magnitude; channel 1: phase x period (the paper's eq. 4)
         assert np.allclose(a["X"][..., 0].mean(axis=1), 0, atol=1e-4)
         assert np.allclose(a["X"][..., 0].std(axis=1), 1, atol=1e-3)
         assert np.allclose(a["X"][..., 1], a["phase_grid"][None, :] * a["period"][:, None],
                            rtol=1e-5)
+        # per-star channels, constant along the curve: period, phi31, R21, amplitude
+        assert np.ptp(a["X"][..., 2:], axis=1).max() == 0
+        assert np.allclose(a["X"][:, 0, 2], a["period"], rtol=1e-6)
+        assert np.allclose(a["X"][:, 0, 5], a["amplitude"], rtol=1e-6)
+        phi31, r21 = harmonic_fit_phi31_r21(a["X"][..., 0], a["phase_grid"])
+        centre = 3.3  # network_input.PHI31_CENTRE; no star may sit near the cut at centre ± π
+        assert np.allclose(np.angle(np.exp(1j * (a["X"][:, 0, 3] + centre - phi31))), 0,
+                           atol=1e-4)
+        assert np.abs(a["X"][:, 0, 3]).max() < np.pi - 0.5
+        assert np.allclose(a["X"][:, 0, 4], r21, rtol=1e-4)
         assert np.allclose(a["y"], kept.loc[a["source_id"], "feh"], atol=1e-6)
         assert (kept.loc[a["source_id"], "type"] == kind).all()
-        assert a["weights"].sum() == pytest.approx(n, rel=1e-4)
-        assert np.bincount(a["strata"]).min() >= 5
+        # the test split: 20 % stratified, outside the K-fold strata; the KDE of the weights is
+        # fitted on the training stars alone and only evaluated at the test stars
+        test = a["is_test"]
+        assert abs(test.mean() - 0.2) < 0.03
+        assert (a["strata"][test] == -1).all() and np.bincount(a["strata"][~test]).min() >= 5
+        assert a["weights"][~test].sum() == pytest.approx((~test).sum(), rel=1e-4)
+        inv = 1 / gaussian_kde(a["y"][~test].astype(float))(a["y"].astype(float))
+        ratio = a["weights"] / inv
+        capped = a["weights"] >= a["weights"][~test].min() * 50 * (1 - 1e-6)
+        assert np.allclose(ratio[~capped], ratio[~capped][0], rtol=1e-4)
     assert total + len(rejected) == len(kept)
     for fig in ("bailey", "curves", "feh_weights"):
         assert (pipeline / f"reports/figures/{fig}.png").stat().st_size > 10_000
+
+
+def harmonic_fit_phi31_r21(curves: np.ndarray, phase: np.ndarray):
+    """φ31 (cosine convention) and R21 by a least-squares fit of 3 harmonics (not an FFT)."""
+    arg = 2 * np.pi * phase
+    design = np.column_stack([np.ones_like(arg)] + [f(k * arg) for k in (1, 2, 3)
+                                                    for f in (np.cos, np.sin)])
+    c = np.linalg.lstsq(design, curves.T.astype(float), rcond=None)[0]
+    # a cos(x) + b sin(x) = A cos(x + φ), φ = atan2(-b, a)
+    phi = [np.arctan2(-c[2 * k], c[2 * k - 1]) for k in (1, 2, 3)]
+    amp = [np.hypot(c[2 * k - 1], c[2 * k]) for k in (1, 2, 3)]
+    return phi[2] - 3 * phi[0], amp[1] / amp[0]
 
 
 def test_broken_schema_stops_validate_naming_the_column(pipeline: Path, tmp_path: Path, capsys):
@@ -100,15 +133,21 @@ def test_prefolded_curves_enter_at_preprocess(tmp_path: Path):
         "preprocess.source": "folded",
         "preprocess.folded.curves": str(DG22_FIXTURE / "lc_dev_g.tar.gz"),
         "preprocess.folded.labels": str(DG22_FIXTURE / "labels_dev.csv"),
-        "preprocess.strata.min_per_bin": 1, "preprocess.curves.min_points": 8})
+        "preprocess.strata.min_per_bin": 1, "preprocess.curves.min_points": 8,
+        "preprocess.channels": ["standardised_mag", "phase", "phi31", "r21", "amplitude_mag"]})
     assert stage(tmp_path, "preprocess", params) == 0
     a = np.load(tmp_path / "data/processed/RRab.npz")
     labels = pd.read_csv(DG22_FIXTURE / "labels_dev.csv")
     rejected = pd.read_parquet(tmp_path / "data/processed/rejected.parquet")
     assert len(a["y"]) + len(rejected) == labels["source_id_dr2"].isin(
         a["source_id"].tolist() + rejected["source_id"].tolist()).sum() > 0
-    assert a["X"].shape[1:] == (264, 2)
-    assert np.isnan(a["X"][..., 1]).all()  # no periods published for DG22: time channel unknown
+    # no periods published for DG22: the model of curves without periods sees the phase
+    assert a["X"].shape[1:] == (264, 5) and np.isnan(a["period"]).all()
+    assert np.allclose(a["X"][..., 1], a["phase_grid"][None, :])
+    from rrlfeh.training.arrays import load_training_set
+
+    data = load_training_set(tmp_path / "data/processed/RRab.npz", part="all")
+    assert np.isfinite(data.X).all() and len(data) == len(a["y"])
     assert len(np.load(tmp_path / "data/processed/RRc.npz")["y"]) == 0
 
 

@@ -85,8 +85,16 @@ def _score(args: argparse.Namespace) -> None:
     params = config.load_params(args.params)
     root = Path(args.params).resolve().parent
     raw = config.acquire_params(params, root).out_dir
+    pre = config.section(params, "preprocess")
     score.run(raw, config.section(params, "score"), config.section(params, "tracking"), root,
-              Path(args.metrics))
+              Path(args.metrics), folded=pre["folded"] if pre.get("source") == "folded" else None)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import report
+
+    params = config.load_params(args.params)
+    report.run(params, Path(args.params).resolve().parent, Path(args.metrics))
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -123,6 +131,8 @@ STAGES = {
                  "the ensembles as the pyfunc model rrl-feh in the MLflow registry; champion gate"),
     "score": (_score, "reports/score.json",
               "every star of data/raw by models:/rrl-feh@champion -> data/scored/catalogue"),
+    "report": (_report, "reports/report.json",
+               "Table 1, baselines on the same stars, coverage, error vs epochs -> Markdown"),
 }
 
 

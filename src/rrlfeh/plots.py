@@ -181,3 +181,33 @@ def feh_distribution(feh: Sequence[float], weights: Sequence[float], path: str |
     for ax in (ax_h, ax_w):
         ax.grid(alpha=0.25)
     return _save(fig, path, dpi)
+
+
+def error_vs_epochs(sets: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
+                    title: str = "", cut: int | None = 50, dpi: int = 110) -> Path:
+    """Paper Fig. 7: |residual| against the number of epochs per star, one colour a set
+    (name -> (n_epochs, residual)), with the RMSE in bins of epochs and the paper's cut."""
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
+    colours = ("#1f5fa8", "#d1495b", "#2a9d8f")
+    for (name, (n, res)), colour in zip(sets.items(), colours, strict=False):
+        n, res = np.asarray(n, float), np.abs(np.asarray(res, float))
+        _same_length(n_epochs=n, residual=res)
+        ax.scatter(n, res, s=10, alpha=0.45, color=colour, label=f"{name} ({len(n)} stars)")
+        edges = np.unique(np.quantile(n, np.linspace(0, 1, 7))) if len(n) > 6 else np.array([])
+        mid, rmse = [], []
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            m = (n >= lo) & (n <= hi)
+            if m.sum() >= 3:
+                mid.append(np.median(n[m]))
+                rmse.append(np.sqrt(np.mean(res[m] ** 2)))
+        if mid:
+            ax.plot(mid, rmse, "-o", color=colour, lw=2, label=f"{name}: RMSE in bins")
+    if cut is not None:
+        ax.axvline(cut, color="k", ls="--", lw=1, label=f"paper's cut N = {cut}")
+    ax.set_xlabel("G epochs used")
+    ax.set_ylabel("|predicted − label| [Fe/H] (dex)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi)

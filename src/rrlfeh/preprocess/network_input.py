@@ -1,16 +1,70 @@
 """The network's input from preprocessed curves: the one place that builds it, for training
-(stage `preprocess`), batch scoring and the served model alike."""
+(stage `preprocess`), batch scoring and the served model alike.
+
+Per step the paper's two channels (eq. 4): the standardised smooth magnitude and phase x period.
+Optional per-star channels, the same value at every step, give the network what per-curve
+standardisation removes or what the classical relations use: the period, φ31 and R21 of the
+smooth curve (an FFT of the resampled curve) and its peak-to-peak amplitude. They are fixed
+transforms, nothing fitted to the data, so training, scoring and serving see the same numbers.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from rrlfeh.preprocess.curves import ProcessedCurves
 
-# the two channels of every step (paper eq. 4): the network sees the period through the second
+# the paper's two channels of every step (eq. 4): the network sees the period through the second
 CHANNELS: tuple[str, str] = ("standardised_mag", "phase_x_period_d")
+# the second channel of a model for curves without a period (e.g. DG22): the phase alone
+PHASE_ONLY = "phase"
+# per-star channels (constant along the curve) that may follow them
+SCALAR_CHANNELS: tuple[str, ...] = ("period_d", "phi31", "r21", "amplitude_mag")
+# φ31 (cosine convention, m = Σ A_k cos(2πkΦ + φ_k)) is given relative to this centre, wrapped
+# to ±π: RRab lie at 1.6-2.9 rad and RRc at 2.2-5.1 rad (synthetic and real Gaia G curves),
+# all far from the cut at 3.3 ± π.
+PHI31_CENTRE = 3.3
 
 
-def network_input(pc: ProcessedCurves) -> np.ndarray:
-    """(N, n_points, 2) float32: standardised smooth magnitude and phase x period (d)."""
-    return np.stack([pc.curves, pc.time_in_cycle], axis=-1).astype(np.float32, copy=False)
+def fourier_scalars(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(φ31 − PHI31_CENTRE wrapped to ±π, R21) of curves (N, n_points) uniform in phase."""
+    coef = np.fft.rfft(np.asarray(curves, dtype=float), axis=1)[:, 1:4]
+    amp, phase = np.abs(coef), np.angle(coef)
+    phi31 = np.angle(np.exp(1j * (phase[:, 2] - 3 * phase[:, 0] - PHI31_CENTRE)))
+    return phi31, amp[:, 1] / np.maximum(amp[:, 0], 1e-12)
+
+
+def check_channels(channels: Sequence[str]) -> tuple[str, ...]:
+    """The channel list, validated: the paper's two first (or the magnitude and the phase alone,
+    for curves without periods), then known per-star channels."""
+    channels = tuple(channels)
+    if (len(channels) < 2 or channels[0] != CHANNELS[0]
+            or channels[1] not in (CHANNELS[1], PHASE_ONLY)
+            or any(c not in SCALAR_CHANNELS for c in channels[2:])
+            or len(set(channels)) != len(channels)):
+        raise ValueError(f"network channels must be {list(CHANNELS)} (or {CHANNELS[0]!r}, "
+                         f"{PHASE_ONLY!r} for curves without periods) followed by any of "
+                         f"{list(SCALAR_CHANNELS)}, each once; got {list(channels)}")
+    return channels
+
+
+def uses_period(channels: Sequence[str]) -> bool:
+    """Whether a model of these channels needs each curve's period."""
+    return channels[1] == CHANNELS[1] or "period_d" in channels
+
+
+def network_input(pc: ProcessedCurves, channels: Sequence[str] = CHANNELS) -> np.ndarray:
+    """(N, n_points, len(channels)) float32 in the order of `channels`."""
+    channels = check_channels(channels)
+    n, steps = pc.curves.shape
+    phi31, r21 = fourier_scalars(pc.curves) if len(channels) > 2 else (None, None)
+    per_star = {"period_d": pc.period, "phi31": phi31, "r21": r21,
+                "amplitude_mag": pc.amplitude}
+    out = np.empty((n, steps, len(channels)), np.float32)
+    out[..., 0] = pc.curves
+    out[..., 1] = pc.time_in_cycle if channels[1] == CHANNELS[1] else pc.phase_grid[None, :]
+    for i, name in enumerate(channels[2:], 2):
+        out[..., i] = np.asarray(per_star[name], np.float32)[:, None]
+    return out

@@ -163,7 +163,12 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
                 epoch_max: np.ndarray, status: np.ndarray, amplitude: np.ndarray,
                 model: ScoringModel) -> None:
     """Preprocess and score the stars of one type (rows of `out`), as in training."""
-    from rrlfeh.preprocess import network_input, preprocess_folded, preprocess_light_curves
+    from rrlfeh.preprocess import (
+        CHANNELS,
+        network_input,
+        preprocess_folded,
+        preprocess_light_curves,
+    )
 
     s = model.settings["preprocess"]
     ids = out["source_id"].to_numpy(np.int64)[rows]
@@ -187,7 +192,8 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     if len(pc) == 0:
         return
     ens = model.ensembles[kind]
-    mean, spread = ens.predict(network_input(pc), batch_size=int(
+    mean, spread = ens.predict(network_input(pc, ens.manifest.get("channels", CHANNELS)),
+                               batch_size=int(
         model.settings.get("batch_size", 4096)), fused=True)
     at = where.reindex(pc.source_id).to_numpy()
     out.loc[at, "feh"] = mean

@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from rrlfeh.io import write_table
+
 log = logging.getLogger(__name__)
 
 
@@ -30,20 +32,6 @@ def star_chunks(frame: pd.DataFrame, chunk_stars: int):
     codes, _ = pd.factorize(frame[col])
     for start in range(0, int(codes.max()) + 1, chunk_stars):
         yield frame[(codes >= start) & (codes < start + chunk_stars)]
-
-
-def write_table(df: pd.DataFrame, path: Path) -> Path:
-    """A result table as .parquet or .csv (6 significant digits), through a temporary file and
-    a rename (a crash never leaves half a file); the one writer of scored tables."""
-    from rrlfeh.io import write_parquet
-
-    if path.suffix.lower() == ".parquet":
-        return write_parquet(df, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    tmp.replace(path)
-    return path
 
 
 def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, Any], root: Path,

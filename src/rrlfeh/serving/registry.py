@@ -37,6 +37,7 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
                        dest: Path) -> dict[str, Any]:
     """Copy each type's ensemble into dest/ensembles and write the settings it was trained
     with (preprocess and derive knobs, the training domain, the cross-validated figures)."""
+    from rrlfeh.preprocess.network_input import CHANNELS, uses_period
     from rrlfeh.training.arrays import load_training_set
 
     if dest.exists():
@@ -54,6 +55,7 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
                                                                                4096)),
         "data_digest": {}, "crossval": {},
     }
+    needs: list[bool] = []
     for kind in schema.TYPES:
         src = final_dir / kind
         if not (src / "manifest.json").exists():
@@ -63,6 +65,7 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
         data = load_training_set(processed_dir / f"{kind}.npz", kind)
         manifest = json.loads((src / "manifest.json").read_text())
         settings["types"].append(kind)
+        needs.append(uses_period(manifest.get("channels", CHANNELS)))
         settings["domain"]["period_range"][kind] = [float(data.period.min()),
                                                     float(data.period.max())]
         settings["data_digest"][kind] = training_digest(data.source_id, data.y)
@@ -70,6 +73,7 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
     if not settings["types"]:
         raise FileNotFoundError(f"{final_dir}: no trained ensemble of any type (run `rrlfeh "
                                 "train` first)")
+    settings["needs_period"] = any(needs)  # False for models of curves without periods
     write_json(settings, dest / SETTINGS)
     return settings
 

@@ -1,7 +1,8 @@
 """Stage `crossval`: repeated stratified K-fold of the tuned network, every fold an MLflow run.
 
-Per type: folds stratified on the [Fe/H] bins of `preprocess`, early stopping on the validation
-loss, fold jobs spread over the cores. Aggregates (mean ± std over folds of R², wRMSE, wMAE,
+Per type: the training stars only (the test split of `preprocess` is not loaded), folds
+stratified on their [Fe/H] bins, early stopping on an inner split of each fold's training
+part, fold jobs spread over the cores. Aggregates (mean ± std over folds of R², wRMSE, wMAE,
 RMSE, MAE for train and validation, paper Table 1) go to the metrics file and to the type's K-fold
 parent run, with the figures (learning curves, true vs predicted, residuals against the number
 of epochs). Fold models and out-of-fold predictions go to models/crossval/<type>/ for `train`.
@@ -46,9 +47,9 @@ def baseline_folds(data, results: list[dict[str, Any]],
                    n_repeats: int) -> tuple[list[dict[str, float]], np.ndarray]:
     """The classical (P, φ31, R21) plane fitted on each fold's training part: its validation
     metrics per fold and its out-of-fold prediction (mean over repeats)."""
-    from rrlfeh.training.baseline import LinearRelation, fourier_features
+    from rrlfeh.training.baseline import LinearRelation, plane_features
 
-    feats = fourier_features(data.X, data.period)
+    feats = plane_features(data.X, data.period)
     per_fold, oof = [], np.zeros((n_repeats, len(data)))
     for r in results:
         tr, va = np.asarray(r["train_index"]), np.asarray(r["val_index"])
@@ -91,6 +92,7 @@ def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
         plots.learning_curves([r["history"] for r in results],
                               figures_dir / f"{kind}_learning_curves.png",
                               labels=[f"r{r['repeat']}k{r['fold']}" for r in results],
+                              held_out="stop", held_out_label="early-stopping split",
                               title=f"{kind}: learning curves of {len(results)} folds"),
         plots.true_vs_predicted(data.y, pred_train, data.y, pred_oof,
                                 figures_dir / f"{kind}_true_vs_predicted.png",
@@ -121,7 +123,8 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
                       progress_every=int(c.get("progress_every", 10)),
                       deterministic=bool(c.get("deterministic", True)),
                       max_seconds=(float(budget["max_fit_seconds"])
-                                   if budget.get("max_fit_seconds") else None))
+                                   if budget.get("max_fit_seconds") else None),
+                      stop_fraction=float(c.get("stop_fraction", 0.15)))
     folds = stratified_folds(data.strata, n_splits, n_repeats, int(c["seed"]))
     ckpt = root / c["cache_dir"] / (f"{kind}-" + config_hash(
         dict(network), dict(budget), dict(c), file_digest(path), code_digest()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +20,39 @@ import pandas as pd
 from rrlfeh.data import schema
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
-from rrlfeh.preprocess.network_input import network_input
+from rrlfeh.preprocess.network_input import CHANNELS, network_input
 from rrlfeh.reasons import reason_counts
-from rrlfeh.weights import feh_strata, kde_weights
+from rrlfeh.weights import feh_strata, kde_weights, stratified_split
 
 log = logging.getLogger(__name__)
 
 
+def test_split(strata: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the stratified test split: set aside here, before any search or fit, and
+    used once, by `train`, to report the final model (never to choose anything)."""
+    is_test = np.zeros(len(strata), bool)
+    if fraction > 0 and len(strata) > 1:
+        is_test[stratified_split(strata, fraction, seed)[1]] = True
+    return is_test
+
+
 def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[str, Any],
-                    strata: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The arrays of one type: X = (standardised mag, phase x period) per step, y, weights, ..."""
+                    strata: Mapping[str, Any], split: Mapping[str, Any],
+                    channels: Sequence[str] = CHANNELS) -> dict[str, np.ndarray]:
+    """The arrays of one type: X (network input, `channels` per step), y, KDE weights fitted on
+    the training stars only, strata, the test-split mask, ..."""
     n = len(pc)
-    x = network_input(pc)
-    w = kde_weights(feh, **weights) if n else np.empty(0)
+    x = network_input(pc, channels)
     s = feh_strata(feh, **strata) if n else np.empty(0, dtype=int)
+    is_test = test_split(s, float(split.get("fraction", 0.0)), int(split.get("seed", 0)))
+    if is_test.any():  # the K-fold strata: bins of the training stars alone (test stars: -1)
+        s = np.full(n, -1)
+        s[~is_test] = feh_strata(feh[~is_test], **strata)
+    w = kde_weights(feh, fit=~is_test, **weights) if n else np.empty(0)
     return {
         "X": x, "y": feh.astype(np.float32), "weights": w.astype(np.float32),
-        "strata": s.astype(np.int16), "source_id": pc.source_id, "phase_grid": pc.phase_grid,
+        "strata": s.astype(np.int16), "is_test": is_test, "channels": np.array(channels),
+        "source_id": pc.source_id, "phase_grid": pc.phase_grid,
         "period": pc.period, "amplitude": pc.amplitude, "mean_mag": pc.mean_mag,
         "std_mag": pc.std_mag, "n_epochs": pc.n_epochs, "n_clipped": pc.n_clipped,
         "spline_log10_lam": pc.log10_lam,
@@ -136,12 +152,15 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
     for kind, stars, pc, rej in parts:
         feh = stars.set_index("source_id")["feh"].reindex(pc.source_id).to_numpy(float)
         arrays[kind] = training_arrays(pc, feh, weights=p.get("weights", {}),
-                                       strata=p.get("strata", {}))
+                                       strata=p.get("strata", {}),
+                                       split=p.get("test_split", {}),
+                                       channels=p.get("channels", CHANNELS))
         save_npz(arrays[kind], out_dir / f"{kind}.npz")
         rejected.append(rej.assign(stage="preprocess"))
         all_stars.append(stars)
         metrics["by_type"][kind] = {
             "n_in": len(stars), "n_kept": len(pc), "n_rejected": len(rej),
+            "n_test": int(arrays[kind]["is_test"].sum()),
             "median_spline_resid_rms": float(np.median(pc.resid_rms)) if len(pc) else None,
             "median_spline_edf": float(np.median(pc.edf)) if len(pc) else None,
             "n_epochs_clipped": int(pc.n_clipped.sum()),

@@ -1,5 +1,8 @@
 """Stage `score`: every star of data/raw scored by the registered champion, in chunks.
 
+With `preprocess.source: folded` (e.g. DG22) the stars are those of the folded-curves file
+instead, every curve of it, labelled or not, sent to the model in the folded form.
+
 The model is `models:/rrl-feh@champion` from the registry (never models/final directly). The
 epochs are streamed from data/raw/epochs.parquet (sorted by star) in chunks of whole stars, so
 memory does not grow with the number of stars; each finished chunk is kept in the cache, and a
@@ -72,50 +75,83 @@ def request_frame(epochs: pd.DataFrame, stars: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _key(raw_dir: Path, model_uri: str, version: str, chunk_stars: int) -> str:
-    """The cache folder's key: the model version, the chunking and the raw files' sizes/dates."""
+def folded_chunks(path: Path, kind: str, chunk_stars: int) -> Iterator[pd.DataFrame]:
+    """Folded-form requests (source_id, phase, mag, type) of every curve in a DG22-style
+    tar.gz, `chunk_stars` whole stars at a time."""
+    from rrlfeh.data.dg22 import read_dg22_curves
+
+    curves = read_dg22_curves(path)
+    ids = pd.unique(curves["source_id"])
+    starts = np.searchsorted(curves["source_id"].to_numpy(), ids[::chunk_stars]) \
+        if curves["source_id"].is_monotonic_increasing else None
+    if starts is None:
+        curves = curves.sort_values("source_id", kind="stable", ignore_index=True)
+        starts = np.searchsorted(curves["source_id"].to_numpy(), np.sort(ids)[::chunk_stars])
+    for a, b in zip(starts, [*starts[1:], len(curves)], strict=True):
+        part = curves.iloc[a:b]
+        yield pd.DataFrame({"source_id": part["source_id"].to_numpy(np.int64),
+                            "phase": part["phase"].to_numpy(float),
+                            "mag": part["mag"].to_numpy(float), "type": kind})
+
+
+def _key(files: list[Path], model_uri: str, version: str, chunk_stars: int) -> str:
+    """The cache folder's key: the model version, the chunking and the input files'
+    sizes/dates."""
     h = hashlib.md5(f"{model_uri}|{version}|{chunk_stars}".encode())
-    for name in ("stars", "epochs", "rejected"):
-        st = (raw_dir / f"{name}.parquet").stat()
-        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for path in files:
+        st = path.stat()
+        h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:12]
 
 
 def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: Path,
-        metrics_path: Path) -> dict[str, Any]:
-    """Score every star; write data/scored/catalogue.{parquet,csv}, figures and metrics."""
+        metrics_path: Path, folded: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Score every star (of data/raw, or of `folded`'s curves file when given); write
+    data/scored/catalogue.{parquet,csv}, figures and metrics."""
+    from rrlfeh.io import write_table
     from rrlfeh.serving.pipeline import conform_output
-    from rrlfeh.serving.predict import write_table
     from rrlfeh.training.tracking import TrackingSettings, setup_tracking
 
     setup_tracking(TrackingSettings.from_params(tracking, root))
     uri = str(p["model_uri"])
     model, version = _load(uri)
     chunk_stars = int(p.get("chunk_stars", 2000))
-    stars = pd.read_parquet(raw_dir / "stars.parquet", columns=[*STAR_FIELDS, "ra", "dec"])
-    rejected = pd.read_parquet(raw_dir / "rejected.parquet").drop_duplicates("source_id")
-    cache = root / p.get("cache_dir", "data/cache/score") / _key(raw_dir, uri, version,
+    if folded is None:
+        stars = pd.read_parquet(raw_dir / "stars.parquet", columns=[*STAR_FIELDS, "ra", "dec"])
+        rejected = pd.read_parquet(raw_dir / "rejected.parquet").drop_duplicates("source_id")
+        inputs = [raw_dir / f"{name}.parquet" for name in ("stars", "epochs", "rejected")]
+        requests = (request_frame(chunk, stars)
+                    for chunk in epoch_chunks(raw_dir / "epochs.parquet", chunk_stars))
+    else:
+        curves_file = root / folded["curves"]
+        inputs = [curves_file]
+        requests = folded_chunks(curves_file, str(folded.get("type", "RRab")), chunk_stars)
+        stars = None
+        rejected = pd.DataFrame({"source_id": pd.Series([], dtype=np.int64), "stage": [],
+                                 "reason": []})
+    cache = root / p.get("cache_dir", "data/cache/score") / _key(inputs, uri, version,
                                                                  chunk_stars)
     cache.mkdir(parents=True, exist_ok=True)
-    n_stars = len(stars) + int((~rejected["source_id"].isin(stars["source_id"])).sum())
+    n_stars = (len(stars) + int((~rejected["source_id"].isin(stars["source_id"])).sum())
+               if stars is not None else None)
     done = sorted(cache.glob("chunk_*.parquet"))
     if done:
         log.info("score: resuming, %d finished chunk(s) in %s", len(done), cache)
     t0 = time.perf_counter()
     scored_ids: set[int] = set()
     progress = _progress(n_stars)
-    for i, chunk in enumerate(epoch_chunks(raw_dir / "epochs.parquet", chunk_stars)):
+    for i, request in enumerate(requests):
         path = cache / f"chunk_{i:05d}.parquet"
         if path.exists():
             ids = pd.read_parquet(path, columns=["source_id"])["source_id"]
         else:
-            out = model.predict(request_frame(chunk, stars))
+            out = model.predict(request)
             write_parquet(out, path)
             ids = out["source_id"]
         scored_ids.update(ids.tolist())
         progress.update(len(ids))
     progress.close()
-    rest = _without_epochs(rejected, stars, scored_ids)
+    rest = _without_epochs(rejected, stars, scored_ids) if stars is not None else []
     if len(rest):
         write_parquet(conform_output(rest), cache / "chunk_no_epochs.parquet")
     catalogue = _assemble(sorted(cache.glob("chunk_*.parquet")))
@@ -191,17 +227,19 @@ def summary(cat: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _progress(total: int):
+def _progress(total: int | None):
     from tqdm import tqdm
 
     return tqdm(total=total, desc="score", unit="star", mininterval=2.0)
 
 
-def _figures(cat: pd.DataFrame, stars: pd.DataFrame, out: Path) -> None:
-    """The catalogue's [Fe/H] distribution and its sky map (paper Fig. 8)."""
+def _figures(cat: pd.DataFrame, stars: pd.DataFrame | None, out: Path) -> None:
+    """The catalogue's [Fe/H] distribution and its sky map (paper Fig. 8; positions from the
+    stars table where there is one, else from the source_id)."""
     from rrlfeh.serving import figures
 
     ok = cat[cat["status"] == "ok"]
-    ok = ok.merge(stars[["source_id", "ra", "dec"]], on="source_id", how="left")
+    if stars is not None:
+        ok = ok.merge(stars[["source_id", "ra", "dec"]], on="source_id", how="left")
     figures.feh_histogram(ok, out / "catalogue_feh.png")
     figures.sky_map(ok, out / "catalogue_sky.png")

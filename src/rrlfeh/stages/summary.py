@@ -39,6 +39,20 @@ def render(root: Path, params: Mapping[str, Any]) -> str:
             lines.append(f"{'':11} out of fold: network R2 {m['oof']['r2']:.3f} RMSE "
                          f"{m['oof']['rmse']:.3f}; plane R2 {m['baseline_oof']['r2']:.3f} RMSE "
                          f"{m['baseline_oof']['rmse']:.3f} dex")
+    tr = _read(root / "reports/train.json")
+    for kind, m in (tr or {}).items():
+        if "test" in m:
+            c = m["coverage_test"]
+            lines.append(f"{kind:5} test split ({m['n_stars_test']} stars, used once): network "
+                         f"R2 {m['test']['r2']:.3f} RMSE {m['test']['rmse']:.3f}; plane R2 "
+                         f"{m['baseline_test']['r2']:.3f} RMSE {m['baseline_test']['rmse']:.3f}"
+                         f"; within 1/2 feh_std {100 * c['within_1sigma']:.0f} % / "
+                         f"{100 * c['within_2sigma']:.0f} %")
+    rep = _read(root / "reports/report.json")
+    if rep is not None:
+        name = params.get("report", {}).get("name", "report")
+        lines.append(f"report: reports/{name}.md, every star in "
+                     f"{params.get('report', {}).get('scored_csv', '?')}")
     reg = _read(root / "reports/register.json")
     if reg is not None:
         champ = reg.get("champion_version")

@@ -1,5 +1,8 @@
 """Stage `train`: the final model of each type, the K-fold models kept as an ensemble.
 
+The test split that `preprocess` set aside is used here once: the ensemble's figures on it,
+beside the classical plane fitted on all training stars, and the coverage of feh_std.
+
 Why an ensemble and not a refit on all stars: on held-out stars the mean of the fold models is
 at least as accurate as one model refit on everything for the median best epoch (which has no
 validation set left for early stopping), and the members' spread gives each star an uncertainty
@@ -21,7 +24,6 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.io import write_json, write_parquet
-from rrlfeh.preprocess.network_input import CHANNELS
 from rrlfeh.training.arrays import load_training_set
 from rrlfeh.training.ensemble import MANIFEST, Ensemble
 from rrlfeh.training.metrics import regression_metrics
@@ -35,8 +37,8 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
     folds = json.loads((crossval_dir / "folds.json").read_text())
     chosen = [f for f in folds["folds"] if members == "all" or f["repeat"] == 1]
     names = [f"r{f['repeat']}_k{f['fold']}.keras" for f in chosen]
+    data = load_training_set(processed, kind, part="all")
     with np.load(processed) as d:
-        shape = list(d["X"].shape[1:])
         phase_grid = d["phase_grid"].tolist() if "phase_grid" in d.files else None
     if dest.exists():
         shutil.rmtree(dest)
@@ -44,13 +46,34 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
     for name in names:
         shutil.copy2(crossval_dir / name, dest / name)
     manifest = {
-        "rr_type": kind, "strategy": "ensemble", "members": names, "input_shape": shape,
-        "channels": list(CHANNELS), "phase_grid": phase_grid,
+        "rr_type": kind, "strategy": "ensemble", "members": names,
+        "input_shape": list(data.input_shape), "channels": list(data.channels),
+        "phase_grid": phase_grid,
         "network": folds["network"], "crossval_run_id": folds["mlflow_run_id"],
         "crossval_metrics": folds["metrics"],
     }
     write_json(manifest, dest / MANIFEST)
     return manifest
+
+
+def evaluate_test(ens: Ensemble, train, test) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The test split, used once: the ensemble's Table-1 figures, the classical plane fitted on
+    all training stars, and the coverage of the per-star error."""
+    from rrlfeh.evaluation import coverage
+    from rrlfeh.training.baseline import LinearRelation, plane_features
+
+    mean, spread = ens.predict(test.X)
+    err = ens.total_error(spread)
+    plane = LinearRelation().fit(plane_features(train.X, train.period), train.y, train.weights)
+    plane_pred = plane.predict(plane_features(test.X, test.period))
+    strip = lambda m: {k: v for k, v in m.items() if k != "n"}  # noqa: E731
+    m = {"n_stars_test": len(test), "test": strip(regression_metrics(test.y, mean, test.weights)),
+         "baseline_test": strip(regression_metrics(test.y, plane_pred, test.weights)),
+         "coverage_test": coverage(mean - test.y, err)}
+    table = pd.DataFrame({"source_id": test.source_id, "feh": test.y, "weight": test.weights,
+                          "n_epochs": test.n_epochs, "period": test.period, "feh_pred": mean,
+                          "feh_spread": spread, "feh_std": err, "plane_pred": plane_pred})
+    return m, table
 
 
 def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root: Path,
@@ -91,6 +114,7 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         manifest["residual_sigma"] = residual_sigma
         write_json(manifest, out_dir / kind / MANIFEST)
         ens.manifest = manifest
+        test = load_training_set(processed, kind, part="test")
         m = {"n_members": len(manifest["members"]), "n_stars": len(data),
              "in_sample": {k: v for k, v in fit_m.items() if k != "n"},
              "out_of_fold": {k: v for k, v in oof_m.items() if k != "n"},
@@ -100,16 +124,31 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
                                     "feh_pred": mean, "feh_spread": spread,
                                     "feh_error": ens.total_error(spread)}),
                       out_dir / kind / "training_predictions.parquet")
+        if len(test):
+            m_test, table = evaluate_test(ens, data, test)
+            m.update(m_test)
+            write_parquet(table, out_dir / kind / "test_predictions.parquet")
         with stage_run(f"train {kind}", stage="train", root=root,
                        params={"train": dict(t), "model": manifest["network"]},
                        tags={"rr_type": kind, "crossval_run_id": manifest["crossval_run_id"]},
                        inputs=[processed, src / "folds.json", src / "predictions.parquet"]):
             mlflow.log_metrics({**{f"in_sample_{k}": v for k, v in m["in_sample"].items()},
                                 **{f"oof_{k}": v for k, v in m["out_of_fold"].items()},
+                                **{f"test_{k}": v for k, v in m.get("test", {}).items()},
+                                **{f"plane_test_{k}": v
+                                   for k, v in m.get("baseline_test", {}).items()},
+                                **{f"test_{k}": v for k, v in m.get("coverage_test", {}).items()},
                                 "n_members": m["n_members"], "spread_median": m["spread_median"]})
             mlflow.log_artifacts(str(out_dir / kind), artifact_path=f"ensemble_{kind}")
         metrics[kind] = m
         log.info("%s: ensemble of %d, out-of-fold R2 %.3f RMSE %.3f, median spread %.3f dex",
                  kind, m["n_members"], m["out_of_fold"]["r2"], m["out_of_fold"]["rmse"],
                  m["spread_median"])
+        if "test" in m:
+            log.info("%s test split (%d stars, used once): R2 %.3f RMSE %.3f (plane R2 %.3f "
+                     "RMSE %.3f); within 1/2 feh_std %.0f %% / %.0f %%", kind, m["n_stars_test"],
+                     m["test"]["r2"], m["test"]["rmse"],
+                     m["baseline_test"]["r2"], m["baseline_test"]["rmse"],
+                     100 * m["coverage_test"]["within_1sigma"],
+                     100 * m["coverage_test"]["within_2sigma"])
     write_json(metrics, metrics_path)

@@ -1,7 +1,8 @@
 """Stage `tune`: Hyperband search per RR Lyrae type; every trial a nested MLflow run.
 
-Each type is searched on a stratified train/validation split (paper: 80/20) with the KDE weights
-in the loss; the types run at once on separate cores. The best network of each type goes to
+Each type is searched on a stratified train/validation split (paper: 80/20) of its training
+stars (the test split of `preprocess` is never loaded here) with the KDE weights in the
+loss; the types run at once on separate cores. The best network of each type goes to
 models/best_hparams.json, which the `crossval` stage reads. A stopped search resumes from its
 keras-tuner folder (data/cache/tune/<type>-<hash of the search>) under the same MLflow parent run.
 """
@@ -70,14 +71,6 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def validation_split(strata: np.ndarray, fraction: float, seed: int):
-    """Stratified (train index, validation index) with `fraction` of the stars in validation."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(strata))
-    return train_test_split(idx, test_size=fraction, stratify=strata, random_state=seed)
-
-
 def tune_one(job: TuneJob) -> dict[str, Any]:
     """Run (or resume) one type's Hyperband search; returns its best network and scores."""
     import mlflow
@@ -88,11 +81,12 @@ def tune_one(job: TuneJob) -> dict[str, Any]:
     from rrlfeh.training.model import NetworkSpec
     from rrlfeh.training.runner import seed_everything
     from rrlfeh.training.tracking import git_tags, setup_tracking, stage_run
+    from rrlfeh.weights import stratified_split
 
     t0 = time.monotonic()
     seed_everything(job.seed, job.deterministic)
     data = load_training_set(job.data_path, job.kind)
-    tr_idx, va_idx = validation_split(data.strata, job.validation_fraction, job.seed)
+    tr_idx, va_idx = stratified_split(data.strata, job.validation_fraction, job.seed)
     tr, va = data.subset(tr_idx), data.subset(va_idx)
     hypermodel = GRUHyperModel(data.input_shape, NetworkSpec.from_params(job.base), job.space)
     hb = job.hyperband
@@ -149,6 +143,7 @@ def tune_one(job: TuneJob) -> dict[str, Any]:
 def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path: Path) -> None:
     """Search every type with enough stars; write models/best_hparams.json and the tune metrics."""
     from rrlfeh import config
+    from rrlfeh.training.arrays import load_training_set
     from rrlfeh.training.runner import run_jobs
     from rrlfeh.training.tracking import setup_tracking
 
@@ -165,7 +160,7 @@ def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path
     jobs = []
     for kind in schema.TYPES:
         path = processed_dir / f"{kind}.npz"
-        n = int(np.load(path)["y"].shape[0]) if path.exists() else 0
+        n = len(load_training_set(path, kind)) if path.exists() else 0  # training stars
         if n < int(t["min_stars"]):
             why = f"{n} stars < tune.min_stars {t['min_stars']}"
             out[kind] = {"skipped": why if path.exists() else f"no {path}: {why}"}

@@ -1,4 +1,8 @@
-"""The training arrays of one RR Lyrae type as written by the `preprocess` stage."""
+"""The training arrays of one RR Lyrae type as written by the `preprocess` stage.
+
+The file holds the training stars and the test split (`is_test`); `load_training_set` gives the
+training part unless asked otherwise, so a search or K-fold cannot see a test star by accident.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ class TrainingSet:
     source_id: np.ndarray
     n_epochs: np.ndarray
     period: np.ndarray
+    is_test: np.ndarray
+    channels: tuple[str, ...] = ("standardised_mag", "phase_x_period_d")
 
     def __len__(self) -> int:
         return len(self.y)
@@ -35,12 +41,19 @@ class TrainingSet:
         """The stars at `index` (fold training or validation part)."""
         return TrainingSet(self.kind, self.X[index], self.y[index], self.weights[index],
                            self.strata[index], self.source_id[index], self.n_epochs[index],
-                           self.period[index])
+                           self.period[index], self.is_test[index], self.channels)
 
 
-def load_training_set(path: str | Path, kind: str | None = None) -> TrainingSet:
-    """Read data/processed/<type>.npz; a missing array or a non-finite value is a ValueError that
-    names the file and the first offending star."""
+PARTS = ("train", "test", "all")
+
+
+def load_training_set(path: str | Path, kind: str | None = None,
+                      part: str = "train") -> TrainingSet:
+    """Read data/processed/<type>.npz, its `part`: the training stars (default), the test split
+    or all; a missing array or a non-finite value is a ValueError that names the file and the
+    first offending star."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no training arrays (run `rrlfeh preprocess` first)")
@@ -49,6 +62,10 @@ def load_training_set(path: str | Path, kind: str | None = None) -> TrainingSet:
         if missing:
             raise ValueError(f"{path}: missing arrays {missing}")
         arrays = {k: d[k] for k in REQUIRED}
+        n = len(arrays["y"])
+        is_test = d["is_test"].astype(bool) if "is_test" in d.files else np.zeros(n, bool)
+        channels = (tuple(str(c) for c in d["channels"]) if "channels" in d.files
+                    else ("standardised_mag", "phase_x_period_d"))
     x, y, w = arrays["X"], arrays["y"], arrays["weights"]
     if x.ndim != 3 or len(x) != len(y) or len(w) != len(y):
         raise ValueError(f"{path}: X {x.shape}, y {y.shape}, weights {w.shape} do not match")
@@ -57,7 +74,10 @@ def load_training_set(path: str | Path, kind: str | None = None) -> TrainingSet:
         sid = arrays["source_id"][np.flatnonzero(bad)[0]]
         raise ValueError(f"{path}: {int(bad.sum())} stars with non-finite input, label or "
                          f"weight, first source_id {sid}")
-    return TrainingSet(kind or path.stem, x.astype(np.float32), y.astype(np.float32),
+    full = TrainingSet(kind or path.stem, x.astype(np.float32), y.astype(np.float32),
                        w.astype(np.float32), arrays["strata"].astype(int),
                        arrays["source_id"].astype(np.int64), arrays["n_epochs"].astype(int),
-                       arrays["period"].astype(float))
+                       arrays["period"].astype(float), is_test, channels)
+    if part == "all":
+        return full
+    return full.subset(np.flatnonzero(is_test if part == "test" else ~is_test))

@@ -12,16 +12,19 @@ import numpy as np
 
 
 def fourier_features(x: np.ndarray, period: np.ndarray) -> np.ndarray:
-    """(N, 3) = period, φ31 (cosine convention, unwrapped around its circular mean), R21."""
-    mag = np.asarray(x, dtype=float)[:, :, 0]
-    coef = np.fft.rfft(mag, axis=1)[:, 1:4]  # harmonics 1..3 of a curve uniform in phase
-    amp = np.abs(coef)
-    phase = np.angle(coef)  # m = Σ A_k cos(k 2πΦ + φ_k)
-    phi31 = np.mod(phase[:, 2] - 3 * phase[:, 0], 2 * np.pi)
-    centre = np.angle(np.mean(np.exp(1j * phi31)))
-    phi31 = centre + np.angle(np.exp(1j * (phi31 - centre)))
-    r21 = amp[:, 1] / np.maximum(amp[:, 0], 1e-12)
+    """(N, 3) = period, φ31 (cosine convention, relative to a fixed centre) and R21 of the
+    curves' channel 0: the per-star values the network's scalar channels carry."""
+    from rrlfeh.preprocess.network_input import fourier_scalars
+
+    phi31, r21 = fourier_scalars(np.asarray(x, dtype=float)[:, :, 0])
     return np.column_stack([np.asarray(period, dtype=float), phi31, r21])
+
+
+def plane_features(x: np.ndarray, period: np.ndarray) -> np.ndarray:
+    """The classical plane's features: (P, φ31, R21), or (φ31, R21) where any period is unknown
+    (curves without periods, e.g. DG22)."""
+    f = fourier_features(x, period)
+    return f if np.isfinite(f[:, 0]).all() else f[:, 1:]
 
 
 class LinearRelation:

@@ -125,19 +125,21 @@ class StackedGRU:
     float32 round-off (a few 1e-7 dex); on 2 CPU cores about 5x the fused Keras model
     (benchmarks/score.py).
 
-    XLA compiles once per batch shape (about a second): a batch is cut into `batch_size` rows
-    and a rest padded to one of a few sizes (`padded_size`), so any number of curves needs at
-    most about 25 shapes. Where XLA cannot run the program the same program runs without it.
-    `from_members` gives None for members it does not recognise (another layer, go_backwards,
-    reset_after False, another backend): the caller falls back to Keras.
+    With a skip path (`build_model`'s `skip`) the first step's channels join the last state in
+    the Dense. XLA compiles once per batch shape (about a second): a batch is cut into
+    `batch_size` rows and a rest padded to one of a few sizes (`padded_size`), so any number of
+    curves needs at most about 25 shapes. Where XLA cannot run the program the same program runs
+    without it. `from_members` gives None for members it does not recognise (another layer,
+    go_backwards, reset_after False, another backend): the caller falls back to Keras.
     """
 
     def __init__(self, layers: list[dict[str, Any]], dense: tuple[np.ndarray, np.ndarray],
-                 input_shape: tuple[int, int], n_members: int, jit_compile: bool = True
-                 ) -> None:
+                 input_shape: tuple[int, int], n_members: int, jit_compile: bool = True,
+                 skip: bool = False) -> None:
         import tensorflow as tf
 
         self.n_members = n_members
+        self.skip = skip
         self.input_shape = input_shape
         self.jit_compile = jit_compile
         self._layers = [{k: tf.constant(v) if isinstance(v, np.ndarray) else v
@@ -163,7 +165,7 @@ class StackedGRU:
     @classmethod
     def from_members(cls, models: Sequence[Any], jit_compile: bool = True) -> StackedGRU | None:
         """The stacked program of `models`, or None where they are not all the same chain of
-        GRU (+ Dropout) blocks ending in a linear Dense(1)."""
+        GRU (+ Dropout) blocks ending in a linear Dense(1) (with or without the skip path)."""
         import keras
 
         if keras.backend.backend() != "tensorflow" or not models:
@@ -196,9 +198,12 @@ class StackedGRU:
                                                    + bias_rec[..., :2 * units],
                                                    bias_in[..., 2 * units:],
                                                    bias_rec[..., 2 * units:]], axis=-1)})
+        if any(c[2] != chains[0][2] for c in chains):
+            return None
         w = np.stack([np.asarray(c[1].get_weights()[0], np.float32) for c in chains])
         b = np.stack([np.asarray(c[1].get_weights()[1], np.float32) for c in chains])[:, None]
-        return cls(layers, (w, b), shape, len(models), jit_compile)  # type: ignore[arg-type]
+        return cls(layers, (w, b), shape, len(models), jit_compile,  # type: ignore[arg-type]
+                   skip=chains[0][2])
 
     def _program(self, x):
         """(N, steps, channels) -> (members, N)."""
@@ -228,7 +233,12 @@ class StackedGRU:
         _, states = tf.while_loop(lambda t, _: t < steps, step, (tf.constant(0), states),
                                   parallel_iterations=1)
         w, b = self._dense
-        return (tf.matmul(states[-1], w) + b)[..., 0]
+        units = self._layers[-1]["units"]
+        out = tf.matmul(states[-1], w[:, :units]) + b
+        if self.skip:  # the first step's channels straight to the output (`build_model`)
+            first = tf.broadcast_to(x[None, :, 0, :], (self.n_members, n, channels))
+            out = out + tf.matmul(first, w[:, units:])
+        return out[..., 0]
 
     def __call__(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """(members, N) predictions of curves `x` (N, steps, channels), `batch_size` at a time."""
@@ -262,40 +272,54 @@ class StackedGRU:
             return self._run(batch).numpy()
 
 
-def _gru_chain(model: Any) -> tuple[list[Any], Any] | None:
-    """(GRU layers, final Dense) of a model that is input -> GRU (+ Dropout) ... -> Dense(1)
-    linear, each layer fed by the one before; None for anything else."""
+def _producer(tensor: Any) -> Any:
+    """The layer that made a Keras tensor (InputLayer for a model input)."""
+    return tensor._keras_history.operation
+
+
+def _gru_chain(model: Any) -> tuple[list[Any], Any, bool] | None:
+    """(GRU layers, final Dense, skip) of a model that is input -> GRU (+ Dropout) ... ->
+    Dense(1) linear, where with `skip` the Dense also takes the input's first step
+    (Cropping1D -> Flatten -> Concatenate after the last block, `build_model`); None for
+    anything else. Walks back from the output, so layer order does not matter."""
     import keras
     from keras import layers as kl
 
-    grus, dense = [], None
-    prev = None
-    for layer in model.layers:
-        if isinstance(layer, kl.InputLayer):
-            prev = layer
-            continue
-        if prev is None or dense is not None or len(getattr(layer, "_inbound_nodes", [])) != 1:
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        return None
+    inp = model.inputs[0]
+    dense = _producer(model.outputs[0])
+    if not (isinstance(dense, kl.Dense) and dense.units == 1 and dense.use_bias
+            and dense.activation is keras.activations.linear and dense.dtype == "float32"):
+        return None
+    t, skip = dense.input, False
+    joined = _producer(t)
+    if isinstance(joined, kl.Concatenate):
+        parts = joined.input
+        if len(parts) != 2 or joined.axis not in (-1, 1):
             return None
-        if layer.input is not prev.output:
+        flat = _producer(parts[1])
+        crop = _producer(flat.input) if isinstance(flat, kl.Flatten) else None
+        steps = int(inp.shape[1])
+        if (not isinstance(crop, kl.Cropping1D) or tuple(crop.cropping) != (0, steps - 1)
+                or crop.input is not inp):
             return None
-        prev = layer
+        t, skip = parts[0], True
+    grus = []
+    while t is not inp:
+        layer = _producer(t)
         if isinstance(layer, kl.Dropout):
+            t = layer.input
             continue
-        if isinstance(layer, kl.GRU):
-            cfg = layer.get_config()
-            if (not cfg.get("reset_after", True) or not cfg.get("use_bias", True)
-                    or cfg.get("go_backwards") or cfg.get("stateful")
-                    or layer.dtype != "float32"):
-                return None
-            grus.append(layer)
-            continue
-        if (isinstance(layer, kl.Dense) and layer.units == 1 and layer.use_bias
-                and layer.activation is keras.activations.linear and layer.dtype == "float32"):
-            dense = layer
-            continue
+        if not isinstance(layer, kl.GRU):
+            return None
+        cfg = layer.get_config()
+        if (not cfg.get("reset_after", True) or not cfg.get("use_bias", True)
+                or cfg.get("go_backwards") or cfg.get("stateful") or layer.dtype != "float32"):
+            return None
+        grus.append(layer)
+        t = layer.input
+    grus.reverse()
+    if not grus or any(not g.return_sequences for g in grus[:-1]) or grus[-1].return_sequences:
         return None
-    if not grus or dense is None or model.outputs[0] is not prev.output:
-        return None
-    if any(not g.return_sequences for g in grus[:-1]) or grus[-1].return_sequences:
-        return None
-    return grus, dense
+    return grus, dense, skip

@@ -1,9 +1,10 @@
 """Repeated stratified K-fold: the folds, and the fit of one fold as a self-contained job.
 
-A fold job trains the network on its training part with early stopping on the validation loss,
-logs itself as an MLflow run nested under the type's K-fold run (hyperparameters, per-epoch
-learning curves, train and validation metrics) and saves its model and result in a checkpoint
-folder. A job whose result is already there is not run again, so a stopped K-fold resumes.
+A fold job trains the network on its training part with early stopping on an inner stratified
+split of that part (never on the fold's validation stars, whose metrics are reported), logs
+itself as an MLflow run nested under the type's K-fold run (hyperparameters, per-epoch learning
+curves, train and validation metrics) and saves its model and result in a checkpoint folder. A
+job whose result is already there is not run again, so a stopped K-fold resumes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 
 from rrlfeh.training.metrics import regression_metrics
 from rrlfeh.training.tracking import TrackingSettings
+from rrlfeh.weights import stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class FitSettings:
     progress_every: int = 10
     deterministic: bool = True
     max_seconds: float | None = None  # wall-time cap of one fit (None: no cap)
+    stop_fraction: float = 0.15       # inner split of the fold's training stars for stopping
 
 
 def stratified_folds(strata: np.ndarray, n_splits: int, n_repeats: int,
@@ -113,6 +116,8 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
     seed_everything(job.seed, job.fit.deterministic)
     data = load_training_set(job.data_path, job.kind)
     tr, va = data.subset(job.train_index), data.subset(job.val_index)
+    fit_idx, stop_idx = stratified_split(tr.strata, job.fit.stop_fraction, job.seed)
+    fit, stop_on = tr.subset(fit_idx), tr.subset(stop_idx)
     spec = NetworkSpec.from_params(job.spec)
     mlflow.set_tracking_uri(job.tracking.uri)
     label = f"{job.kind} {job.name}"
@@ -123,19 +128,24 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
                           tags=tags) as run:
         mlflow.log_params({**flatten(spec.as_dict(), "model."), **flatten(asdict(job.fit), "fit."),
                            "repeat": job.repeat, "fold": job.fold, "seed": job.seed,
-                           "n_train": len(tr), "n_val": len(va)})
+                           "n_train": len(tr), "n_val": len(va), "n_fit": len(fit),
+                           "n_stop": len(stop_on)})
         log_data_inputs([job.data_path])
         model = build_model(data.input_shape, spec)
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=job.fit.patience,
                                              min_delta=job.fit.min_delta,
                                              restore_best_weights=True)
         clock = TimeBudget(job.fit.max_seconds)
-        hist = model.fit(tr.X, tr.y, sample_weight=tr.weights, batch_size=spec.batch_size,
+        # early stopping watches the inner split: the fold's validation stars stay unseen
+        hist = model.fit(fit.X, fit.y, sample_weight=fit.weights, batch_size=spec.batch_size,
                          epochs=job.fit.max_epochs, verbose=0,
-                         validation_data=(va.X, va.y, va.weights),
+                         validation_data=(stop_on.X, stop_on.y, stop_on.weights),
                          callbacks=[stop, clock, nan_guard(),
                                     ProgressLog(label, job.fit.progress_every)])
-        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        # Keras names the early-stopping split's metrics val_*; here they are stop_*, so they
+        # cannot be taken for the fold's validation figures (val_* below)
+        history = {(f"stop_{k[4:]}" if k.startswith("val_") else k): [float(v) for v in vals]
+                   for k, vals in hist.history.items()}
         log_history(history, run_id=run.info.run_id)
         pred_tr, pred_va = predict(model, tr.X), predict(model, va.X)
         if not (np.isfinite(pred_tr).all() and np.isfinite(pred_va).all()):
@@ -143,7 +153,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
                                      "lower the learning rate")
         m_tr = regression_metrics(tr.y, pred_tr, tr.weights)
         m_va = regression_metrics(va.y, pred_va, va.weights)
-        val_loss = np.asarray(history["val_loss"])
+        val_loss = np.asarray(history["stop_loss"])
         best_epoch = int(np.nanargmin(val_loss)) + 1
         stopped_by = ("time_budget" if clock.stopped else "early_stopping"
                       if len(val_loss) < job.fit.max_epochs else "max_epochs")

@@ -1,8 +1,12 @@
 """The paper's network (Monti et al. 2025): three GRU + Dropout blocks, then Dense(1) linear.
 
 Input per step is (standardised magnitude, phase x period), so the network sees the period
-(paper eq. 4). Loss is the weighted MSE (the KDE sample weights), optimiser Adam; training and
-validation also report RMSE/MAE and their weighted forms so every epoch carries Table-1 numbers.
+(paper eq. 4), optionally followed by per-star channels (period, φ31, R21, amplitude; the same
+value at every step, `rrlfeh.preprocess.network_input`). With `skip`, the first step's channels
+also reach the output Dense directly: a linear path that holds the classical (P, φ31, R21)
+relation, to which the GRU blocks add what the shape of the curve tells beyond it. Loss is the
+weighted MSE (the KDE sample weights), optimiser Adam; training and validation also report
+RMSE/MAE and their weighted forms so every epoch carries Table-1 numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class NetworkSpec:
     recurrent_l2: float = 0.0
     learning_rate: float = 0.01
     batch_size: int = 256
+    skip: bool = False              # linear path from the first step's channels to the output
 
     def __post_init__(self) -> None:
         if len(self.units) != len(self.dropout) or not self.units:
@@ -73,6 +78,9 @@ def build_model(input_shape: Sequence[int], spec: NetworkSpec):
                        recurrent_regularizer=penalty(spec.recurrent_l1, spec.recurrent_l2),
                        name=f"gru_{i + 1}")(h)
         h = layers.Dropout(rate, name=f"dropout_{i + 1}")(h)
+    if spec.skip:
+        first = layers.Cropping1D((0, int(input_shape[0]) - 1), name="first_step")(inputs)
+        h = layers.Concatenate(name="with_scalars")([h, layers.Flatten(name="scalars")(first)])
     outputs = layers.Dense(1, activation="linear", name="feh")(h)
     model = keras.Model(inputs, outputs, name="rrl_feh_gru")
     compile_model(model, spec.learning_rate)

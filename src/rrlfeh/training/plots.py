@@ -29,8 +29,10 @@ _METRIC_NAMES = {"r2": ("R²", ""), "wrmse": ("wRMSE", " dex"), "wmae": ("wMAE",
 
 def learning_curves(histories: Sequence[Mapping[str, Sequence[float]]], path: str | Path, *,
                     labels: Sequence[str] | None = None, title: str = "", metric: str = "loss",
+                    held_out: str = "val", held_out_label: str = "validation",
                     dpi: int = 120) -> Path:
-    """Training (solid) and validation (dashed) `metric` against epoch, one colour a fold (Fig. 5).
+    """Training (solid) and held-out (dashed: the `{held_out}_{metric}` series) `metric` against
+    epoch, one colour a fold (Fig. 5).
 
     Histories are Keras `History.history` dicts and may differ in length (early stopping); the
     y-axis is logarithmic when every finite value is positive, so the late epochs stay visible.
@@ -54,7 +56,7 @@ def learning_curves(histories: Sequence[Mapping[str, Sequence[float]]], path: st
     values: list[np.ndarray] = []
     has_val = False
     for history, color in zip(histories, colors, strict=True):
-        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+        for key, style in ((metric, "-"), (f"{held_out}_{metric}", "--")):
             if key not in history:
                 continue
             y = np.asarray(history[key], dtype=float).reshape(-1)
@@ -70,7 +72,7 @@ def learning_curves(histories: Sequence[Mapping[str, Sequence[float]]], path: st
 
     handles = [Line2D([], [], color="0.3", ls="-", label="train")]
     if has_val:
-        handles.append(Line2D([], [], color="0.3", ls="--", label="validation"))
+        handles.append(Line2D([], [], color="0.3", ls="--", label=held_out_label))
     if n <= MAX_FOLD_LEGEND:
         handles += [Line2D([], [], color=c, lw=2.0, label=name)
                     for name, c in zip(names, colors, strict=True)]

@@ -1,0 +1,455 @@
+"""Stage `report`: one Markdown page of what the run measured, and the short scored table.
+
+Per type: Table 1 (K-fold validation mean ± std, out-of-fold, and the test split used once),
+the classical relations on the same folds and test stars (published as they stand and refitted;
+each also an MLflow run), whether the network beat the best refitted relation by the goal
+margin, the coverage of feh_std and the error against the number of epochs (paper Fig. 7) with
+and without the paper's N >= 50 cut. Optionally (`report.bands`) the G period of every star
+against periods derived independently from its BP and RP epochs. The scored table
+(`report.scored_csv`: source_id, feh, feh_std, status) holds every star of the catalogue.
+Written: reports/<report.name>.md, its figures and tables in reports/<report.name>_files/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rrlfeh.data import schema
+from rrlfeh.evaluation import Stars, baseline_row, coverage, error_by_epochs
+from rrlfeh.io import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+TABLE1 = ("r2", "wrmse", "wmae", "rmse", "mae")
+PAPER_GRU = ("the paper's GRU as published (Monti et al. 2025)",
+             "not run: its trained weights are not published with the paper nor reachable "
+             "offline; `model.skip: false` with the paper's two channels retrains its "
+             "architecture here")
+
+
+def _stars(data, table: pd.DataFrame) -> Stars:
+    """The baselines' view of a TrainingSet: labels, weights and the relations' features (the
+    stars table's derived period, φ31, R21; the plane's FFT features of the network input)."""
+    from rrlfeh.training.baseline import plane_features
+
+    t = table.reindex(data.source_id)
+    return Stars(data.y.astype(float), data.weights.astype(float), {
+        "period": t["period"].to_numpy(float), "phi31": t["phi31_g"].to_numpy(float),
+        "r21": t["r21_g"].to_numpy(float), "plane": plane_features(data.X, data.period)})
+
+
+def _relation_predictors(kind: str):
+    """(name, predict) of every baseline of a type: the published RRab relations as they
+    stand and refitted, and the (P, φ31, R21) plane of the network's own input."""
+    from rrlfeh.relations import RRAB_PUBLISHED
+    from rrlfeh.training.baseline import LinearRelation
+
+    def cols(s: Stars, i):
+        return s.features["period"][i], s.features["phi31"][i], s.features["r21"][i]
+
+    out = []
+    if kind == "RRab":
+        for rel in RRAB_PUBLISHED:
+            out.append((f"{rel.name}, as published",
+                        lambda fit, fi, app, ai, rel=rel: rel.predict(*cols(app, ai))))
+            out.append((f"{rel.name} form, refitted",
+                        lambda fit, fi, app, ai, rel=rel: rel.refit(
+                            *cols(fit, fi), fit.y[fi], fit.weights[fi]).predict(*cols(app, ai))))
+    out.append(("classical plane of the network input (P, φ31, R21; φ31, R21 without "
+                "periods), refitted",
+                lambda fit, fi, app, ai: LinearRelation().fit(
+                    fit.features["plane"][fi], fit.y[fi], fit.weights[fi]).predict(
+                    app.features["plane"][ai])))
+    return out
+
+
+def type_report(kind: str, root: Path, params: Mapping[str, Any],
+                stars_table: pd.DataFrame) -> dict[str, Any]:
+    """Everything the page says about one type (or why it has no model)."""
+    from rrlfeh import config
+    from rrlfeh.training.arrays import load_training_set
+    from rrlfeh.training.kfold import stratified_folds
+
+    pre, cv = config.section(params, "preprocess"), config.section(params, "crossval")
+    budget = config.training_budget(params)["crossval"]
+    npz = root / pre["out_dir"] / f"{kind}.npz"
+    folds_json = root / cv["out_dir"] / kind / "folds.json"
+    final = root / config.section(params, "train")["out_dir"] / kind
+    if not folds_json.exists() or not (final / "manifest.json").exists():
+        crossval = json.loads((root / "reports/crossval.json").read_text()).get(kind, {})
+        return {"skipped": crossval.get("skipped", "no K-fold models")}
+    train, test = load_training_set(npz, kind), load_training_set(npz, kind, part="test")
+    folds = stratified_folds(train.strata, int(budget["n_splits"]), int(budget["n_repeats"]),
+                             int(cv["seed"]))
+    cv_metrics = json.loads(folds_json.read_text())["metrics"]
+    tr, te = _stars(train, stars_table), _stars(test, stars_table)
+    usable_tr = np.isfinite(np.column_stack([tr.features["phi31"], tr.features["r21"]])).all(1)
+    rows = []
+    for name, predict in _relation_predictors(kind):
+        if "plane" not in name and not usable_tr.all():
+            rows.append({"name": name, "note": f"{int((~usable_tr).sum())} training stars "
+                                               "without a derived φ31/R21"})
+            continue
+        rows.append(baseline_row(name, predict, tr, te, folds))
+    tp_path = final / "test_predictions.parquet"
+    tp = pd.read_parquet(tp_path) if tp_path.exists() else None
+    oof = pd.read_parquet(root / cv["out_dir"] / kind / "predictions.parquet")
+    network = {"name": "network ensemble (this run)", "val": cv_metrics["val"],
+               "oof": cv_metrics["oof"]}
+    derived = stars_table.get("phi31_derived")
+    measured = bool(derived is not None and derived.reindex(train.source_id).fillna(False).all())
+    out: dict[str, Any] = {"n_train": len(train), "n_test": len(test), "baselines": rows,
+                           "network": network, "phi31_measured": measured}
+    if tp is not None and len(tp):
+        from rrlfeh.training.metrics import regression_metrics
+
+        res = tp["feh_pred"].to_numpy() - tp["feh"].to_numpy()
+        network["test"] = {k: v for k, v in regression_metrics(
+            tp["feh"], tp["feh_pred"], tp["weight"]).items() if k != "n"}
+        out["coverage_test"] = coverage(res, tp["feh_std"].to_numpy())
+        edges = list(params.get("report", {}).get("epoch_bins", [0, 30, 40, 50, 70, 100000]))
+        out["error_by_epochs_test"] = error_by_epochs(tp["n_epochs"].to_numpy(), res, edges,
+                                                      tp["feh_std"].to_numpy())
+        cut = int(params.get("report", {}).get("paper_min_epochs", 50))
+        keep = tp["n_epochs"].to_numpy() >= cut
+        out["paper_cut"] = {"min_epochs": cut, "all": network["test"],
+                            "n_all": len(tp), "n_kept": int(keep.sum())}
+        if keep.sum() >= 3:
+            out["paper_cut"]["kept"] = {k: v for k, v in regression_metrics(
+                tp["feh"][keep], tp["feh_pred"][keep], tp["weight"][keep]).items() if k != "n"}
+            out["paper_cut"]["plane_kept"] = {k: v for k, v in regression_metrics(
+                tp["feh"][keep], tp["plane_pred"][keep], tp["weight"][keep]).items()
+                if k != "n"}
+        out["goal"] = goal(rows, network["test"], params.get("report", {}))
+    out["error_by_epochs_oof"] = error_by_epochs(
+        oof["n_epochs"].to_numpy(), (oof["pred_oof"] - oof["feh"]).to_numpy(),
+        list(params.get("report", {}).get("epoch_bins", [0, 30, 40, 50, 70, 100000])))
+    out["oof_table"], out["test_table"] = oof, tp
+    return out
+
+
+def goal(rows: Sequence[Mapping[str, Any]], test: Mapping[str, float],
+         r: Mapping[str, Any]) -> dict[str, Any]:
+    """The network against the refitted relation with the best K-fold RMSE (chosen on the
+    folds, never on the test split): RMSE at least `goal_rmse_gain` lower, R² at least
+    `goal_r2`."""
+    refits = [row for row in rows if "refitted" in row["name"] and "val" in row]
+    best = min(refits, key=lambda row: row["val"]["rmse"]["mean"])
+    gain, r2_min = float(r.get("goal_rmse_gain", 0.15)), float(r.get("goal_r2", 0.93))
+    ratio = test["rmse"] / best["test"]["rmse"]
+    return {"relation": best["name"], "relation_test_rmse": best["test"]["rmse"],
+            "network_test_rmse": test["rmse"], "rmse_ratio": ratio,
+            "network_test_r2": test["r2"], "met": bool(ratio <= 1 - gain and test["r2"] >= r2_min),
+            "gain": gain, "r2_min": r2_min}
+
+
+def band_periods(root: Path, params: Mapping[str, Any], stars_table: pd.DataFrame,
+                 n_jobs: int) -> dict[str, Any]:
+    """G periods (the pipeline's) against BP and RP periods derived independently from the
+    input epochs file, with the same derive knobs."""
+    from rrlfeh import config
+    from rrlfeh.data.bands import band_epochs
+    from rrlfeh.data.layouts import read_table
+    from rrlfeh.lightcurve.agreement import compare_periods, summary
+    from rrlfeh.lightcurve.derive import derive_light_curve_parameters
+
+    acq = config.section(params, "acquire")
+    epochs_file = root / acq["files"]["epochs"]
+    raw = read_table(epochs_file)
+    knobs = {k: v for k, v in dict(acq.get("derive", {})).items() if k != "n_jobs"}
+    fits = {}
+    for band in ("BP", "RP"):
+        log.info("report: deriving %s periods of %d stars", band, raw["source_id"].nunique())
+        fits[band] = derive_light_curve_parameters(band_epochs(raw, band), n_jobs=n_jobs,
+                                                   **knobs).set_index("source_id")
+    g = stars_table
+    ids = pd.Index(pd.unique(raw["source_id"]))
+    periods = pd.DataFrame({"source_id": ids,
+                            "G": g["period"].reindex(ids).to_numpy(float),
+                            **{b: fits[b]["period"].where(fits[b]["fit_ok"]).reindex(ids)
+                               .to_numpy(float) for b in fits}})
+    rel = compare_periods(periods, "G", ("BP", "RP"))
+    out: dict[str, Any] = {"n_stars": len(ids), "n_g": int(periods["G"].notna().sum())}
+    detail = periods.copy()
+    for band in ("BP", "RP"):
+        col = rel[f"{band}_vs_G"]
+        out[band] = summary(col)
+        detail[f"{band}_vs_G"] = col.to_numpy()
+        detail[f"n_{band}"] = fits[band]["n_epochs_g"].reindex(ids).to_numpy()
+    detail["n_G"] = g["n_epochs_g"].reindex(ids).to_numpy()
+    both = (rel["BP_vs_G"] == "agree") & (rel["RP_vs_G"] == "agree")
+    out["confirmed_by_both"] = int(both.sum())
+    out["detail"] = detail
+    return out
+
+
+def peer_comparison(types: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Our out-of-fold and test predictions against a peer model's out-of-fold predictions
+    (source_id[_dr2], feh_pred) on the same stars."""
+    from rrlfeh.data.layouts import read_table
+    from rrlfeh.training.metrics import regression_metrics
+
+    peer = read_table(path)
+    peer = peer.rename(columns={"source_id_dr2": "source_id"})[["source_id", "feh_pred"]]
+    peer = peer.drop_duplicates("source_id").set_index("source_id")["feh_pred"]
+    t = types["RRab"]
+    parts = {"training stars (ours out of fold)": (t["oof_table"]["source_id"],
+                                                   t["oof_table"]["feh"],
+                                                   t["oof_table"]["pred_oof"])}
+    if t.get("test_table") is not None:
+        tp = t["test_table"]
+        parts["test stars (ours: the test split)"] = (tp["source_id"], tp["feh"], tp["feh_pred"])
+    rows = []
+    for name, (sid, y, ours) in parts.items():
+        theirs = peer.reindex(np.asarray(sid)).to_numpy(float)
+        m = np.isfinite(theirs)
+        y, ours, theirs = np.asarray(y)[m], np.asarray(ours)[m], theirs[m]
+        w = np.ones(m.sum())
+        a, b = regression_metrics(y, ours, w), regression_metrics(y, theirs, w)
+        rows.append({"stars": name, "n": int(m.sum()), "ours R²": a["r2"],
+                     "ours RMSE": a["rmse"], "peer R²": b["r2"], "peer RMSE": b["rmse"],
+                     "corr(ours, peer)": float(np.corrcoef(ours, theirs)[0, 1]),
+                     "RMS(ours − peer)": float(np.sqrt(np.mean((ours - theirs) ** 2)))})
+    return {"path": str(path), "table": pd.DataFrame(rows)}
+
+
+def _cell(v: Any, fmt: str = "{:.3f}") -> str:
+    return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
+
+
+def _pm(m: Mapping[str, Any] | None, key: str) -> str:
+    if not m or key not in m:
+        return ""
+    v = m[key]
+    return f"{v['mean']:.3f} ± {v['std']:.3f}" if isinstance(v, Mapping) else f"{v:.3f}"
+
+
+def _frame_md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(_cell(v) if isinstance(v, float) else str(v)
+                                       for v in r) + " |")
+    return "\n".join(lines)
+
+
+def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
+           catalogue: Mapping[str, Any], figures: Mapping[str, str], context: str,
+           peer: Mapping[str, Any] | None = None) -> str:
+    """The Markdown page."""
+    md = [f"# rrlfeh report: {name}", "", context, ""]
+    if peer is not None:
+        md += ["## Against the peer model, star by star", "",
+               f"The peer's out-of-fold predictions (`{peer['path']}`) on the same stars as "
+               "ours. **The peer had each star's period; a model without periods has only the "
+               "shape of the folded curve**, so this compares unequal inputs.", "",
+               _frame_md(peer["table"]), ""]
+    for kind, t in types.items():
+        md += [f"## {kind}", ""]
+        if "skipped" in t:
+            md += [f"No model: {t['skipped']}.", ""]
+            continue
+        md += [f"{t['n_train']} training stars (K-fold: tune, early stopping and every choice "
+               f"made on these), {t['n_test']} test stars (set aside by `preprocess`, used once "
+               "by `train`).", "",
+               "### Table 1 and the baselines on the same stars", "",
+               "K-fold validation: mean ± std over the folds of the training stars (early "
+               "stopping on an inner split of each fold's training part). Test: the test split. "
+               "Weighted metrics use the KDE weights of the training stars' [Fe/H].", "",
+               "| model | K-fold R² | K-fold wRMSE | K-fold RMSE | K-fold MAE | test R² | "
+               "test wRMSE | test RMSE | test MAE |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in [t["network"], *t["baselines"]]:
+            if "note" in row:
+                md.append(f"| {row['name']} | {row['note']} |||||||| ")
+                continue
+            v, te = row["val"], row.get("test", {})
+            md.append(f"| {row['name']} | {_pm(v, 'r2')} | {_pm(v, 'wrmse')} | "
+                      f"{_pm(v, 'rmse')} | {_pm(v, 'mae')} | {_cell(te.get('r2'))} | "
+                      f"{_cell(te.get('wrmse'))} | {_cell(te.get('rmse'))} | "
+                      f"{_cell(te.get('mae'))} |")
+        md.append(f"| {PAPER_GRU[0]} | {PAPER_GRU[1]} |||||||| ")
+        md += ["", "The published and refitted relations take P, φ31 and R21 of the stars "
+               "table: " + ("derived from each star's G epochs by `acquire` (a Fourier fit at "
+                           "the derived period)." if t["phi31_measured"] else
+                           "here the values the stars came with, not measured from the "
+                           "curves (for synthetic stars, the generator's own noise-free φ31: "
+                           "those rows flatter the relations).") + " The plane row uses φ31 "
+               "and R21 of the smoothed curve the network sees.", "",
+               f"Network out of fold (all training stars, mean over repeats): R² "
+               f"{t['network']['oof']['r2']:.3f}, RMSE {t['network']['oof']['rmse']:.3f} dex.",
+               ""]
+        if "goal" in t:
+            g = t["goal"]
+            md += ["### The goal", "",
+                   f"Best refitted relation by K-fold RMSE (chosen on the folds): {g['relation']}"
+                   f", test RMSE {g['relation_test_rmse']:.3f}. Network: test RMSE "
+                   f"{g['network_test_rmse']:.3f} ({100 * (1 - g['rmse_ratio']):+.1f} % vs the "
+                   f"relation; goal ≥ {100 * g['gain']:.0f} % lower) and R² "
+                   f"{g['network_test_r2']:.3f} (goal ≥ {g['r2_min']}): **goal "
+                   f"{'met' if g['met'] else 'missed'}**.", ""]
+        if "coverage_test" in t:
+            c = t["coverage_test"]
+            md += ["### Uncertainties", "",
+                   f"Test residuals within ±1 feh_std: {100 * c['within_1sigma']:.1f} % "
+                   f"(Gaussian 68.3 %), within ±2: {100 * c['within_2sigma']:.1f} % (95.4 %), "
+                   f"{c['n']} stars. feh_std = the members' spread and the out-of-fold residual "
+                   "scatter it does not explain, in quadrature (`train`).", ""]
+        if "paper_cut" in t:
+            p = t["paper_cut"]
+            md += ["### Error against the number of epochs (paper Fig. 7)", "",
+                   f"Test stars, all {p['n_all']}: R² {p['all']['r2']:.3f}, RMSE "
+                   f"{p['all']['rmse']:.3f}."]
+            if "kept" in p:
+                md.append(f"With the paper's cut N ≥ {p['min_epochs']} ({p['n_kept']} stars): "
+                          f"network R² {p['kept']['r2']:.3f}, RMSE {p['kept']['rmse']:.3f}; "
+                          f"plane R² {p['plane_kept']['r2']:.3f}, RMSE "
+                          f"{p['plane_kept']['rmse']:.3f}.")
+            md += ["", "Test split:", "", _frame_md(t["error_by_epochs_test"]), "",
+                   "Out of fold (all training stars):", "", _frame_md(t["error_by_epochs_oof"]),
+                   ""]
+        if kind in figures:
+            md += [f"![{kind} error against epochs]({figures[kind]})", ""]
+    if bands is not None:
+        md += ["## Periods without a catalogue: G against BP and RP", "",
+               f"{bands['n_stars']} stars, {bands['n_g']} with a G period. BP and RP periods "
+               "are derived independently from the same stars' BP and RP epochs (same code and "
+               "knobs); agreement to 0.1 % relative.", "",
+               "| band | stars with both | agree | share agree | half/double | aliases "
+               "(spin, precession) | unrelated |", "|---|---|---|---|---|---|---|"]
+        for band in ("BP", "RP"):
+            s = bands[band]
+            harm = sum(s.get(f"n_{k}", 0) for k in ("half", "double", "two_thirds",
+                                                     "three_halves"))
+            alias = s.get("n_alias_spin", 0) + s.get("n_alias_precession", 0)
+            md.append(f"| {band} | {s['n_both']} | {s.get('n_agree', 0)} | "
+                      f"{100 * s['share_agree']:.1f} % | {harm} | {alias} | "
+                      f"{s.get('n_unrelated', 0)} |")
+        d = bands["detail"]
+        bad = d[(d["BP_vs_G"] != "agree") & (d["BP_vs_G"] != "no period")]
+        md += ["", f"G confirmed by both BP and RP: {bands['confirmed_by_both']} of "
+               f"{bands['n_g']}. Stars where BP disagrees have a median of "
+               f"{_cell(float(bad['n_BP'].median()), '{:.0f}')} BP epochs (all stars: "
+               f"{_cell(float(d['n_BP'].median()), '{:.0f}')}): few epochs explain most "
+               "disagreements. Every star with its relation: "
+               f"`{bands['detail_path']}`.", ""]
+        if len(bad):
+            show = bad.head(10)[["source_id", "G", "BP", "BP_vs_G", "n_G", "n_BP"]]
+            md += ["First disagreeing stars:", "", _frame_md(show.astype(
+                {"source_id": str, "n_G": "Int64", "n_BP": "Int64"}).astype(object)), ""]
+    md += ["## Scored stars", "",
+           f"{catalogue['n']} stars in `{catalogue['path']}` (source_id, feh, feh_std, status); "
+           f"{catalogue['n_ok']} scored, the others with the reason as status:", "",
+           _frame_md(catalogue["statuses"]), ""]
+    return "\n".join(md)
+
+
+def log_baselines(kind: str, rows: Sequence[Mapping[str, Any]], root: Path,
+                  params: Mapping[str, Any], inputs: Sequence[Path]) -> None:
+    """Each baseline of a type as an MLflow run with its K-fold and test figures."""
+    import mlflow
+
+    from rrlfeh import config
+    from rrlfeh.training.tracking import stage_run
+
+    for row in rows:
+        if "val" not in row:
+            continue
+        with stage_run(f"baseline {kind}: {row['name']}", stage="report", root=root,
+                       params={"baseline": row["name"], "crossval": dict(config.section(
+                           params, "crossval"))},
+                       tags={"rr_type": kind, "baseline": row["name"]}, inputs=list(inputs)):
+            mlflow.log_metrics({**{f"val_{k}_mean": v["mean"] for k, v in row["val"].items()},
+                                **{f"test_{k}": v for k, v in row.get("test", {}).items()}})
+
+
+def error_figure(kind: str, t: Mapping[str, Any], path: Path, cut: int) -> Path:
+    """|residual| against the number of epochs, out of fold and test, with binned RMSE."""
+    from rrlfeh import plots
+
+    oof, tp = t["oof_table"], t["test_table"]
+    return plots.error_vs_epochs(
+        {"out of fold": (oof["n_epochs"].to_numpy(), (oof["pred_oof"] - oof["feh"]).to_numpy()),
+         **({"test": (tp["n_epochs"].to_numpy(), (tp["feh_pred"] - tp["feh"]).to_numpy())}
+            if tp is not None and len(tp) else {})},
+        path, title=f"{kind}: error against the number of G epochs", cut=cut)
+
+
+def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, Any]:
+    """Write the report page, its figures and the short scored table."""
+    from rrlfeh import config
+    from rrlfeh.io import write_table
+    from rrlfeh.training.tracking import TrackingSettings, setup_tracking
+
+    r = config.section(params, "report")
+    setup_tracking(TrackingSettings.from_params(config.section(params, "tracking"), root))
+    raw = config.acquire_params(params, root).out_dir
+    stars_table = pd.read_parquet(raw / "stars.parquet").set_index("source_id")
+    md_path = root / "reports" / f"{r['name']}.md"
+    files_dir = root / "reports" / f"{r['name']}_files"  # figures and tables of the page
+    types, figs, metrics = {}, {}, {}
+    for kind in schema.TYPES:
+        t = type_report(kind, root, params, stars_table)
+        types[kind] = t
+        if "skipped" in t:
+            metrics[kind] = {"skipped": t["skipped"]}
+            continue
+        fig = error_figure(kind, t, files_dir / f"{kind}_error_vs_epochs.png",
+                           int(r["paper_min_epochs"]))
+        figs[kind] = os.path.relpath(fig, md_path.parent)
+        pre = config.section(params, "preprocess")
+        log_baselines(kind, t["baselines"], root, params,
+                      [root / pre["out_dir"] / f"{kind}.npz", raw / "stars.parquet"])
+        metrics[kind] = {k: t[k] for k in ("n_train", "n_test", "coverage_test", "goal")
+                         if k in t}
+        metrics[kind]["baselines"] = {b["name"]: {"val_rmse": b["val"]["rmse"]["mean"],
+                                                  "test_rmse": b.get("test", {}).get("rmse")}
+                                      for b in t["baselines"] if "val" in b}
+    bands = None
+    if r.get("bands"):
+        bands = band_periods(root, params, stars_table, int(config.section(
+            params, "acquire").get("derive", {}).get("n_jobs", 2)))
+        detail_path = files_dir / "period_bands.csv"
+        write_table(bands["detail"], detail_path)
+        bands["detail_path"] = os.path.relpath(detail_path, root)
+        metrics["bands"] = {b: bands[b] for b in ("BP", "RP")}
+    score = config.section(params, "score")
+    cat = pd.read_parquet(root / score["out_dir"] / "catalogue.parquet")
+    short = cat[["source_id", "feh", "feh_std", "status"]]
+    csv = write_table(short, root / r["scored_csv"])
+    statuses = (cat["status"].value_counts().rename_axis("status").reset_index(name="stars"))
+    catalogue = {"n": len(cat), "n_ok": int((cat["status"] == "ok").sum()),
+                 "path": os.path.relpath(csv, root), "statuses": statuses.head(15)}
+    metrics["scored"] = {"n": catalogue["n"], "n_ok": catalogue["n_ok"]}
+    acq = config.section(params, "acquire")
+    data = f"`{acq['source']}` source" + (f" ({acq['files']['epochs']}, labels "
+                                          f"{acq['files']['labels']})"
+                                          if acq["source"] == "files" else "")
+    context = (f"Data: {data}; budget `{params.get('budget', 'default')}`. Machine: "
+               f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} (the "
+               "run's figures were measured there; they do not depend on its speed).")
+    peer = None
+    if r.get("peer_oof") and "oof_table" in types.get("RRab", {}):
+        peer = peer_comparison(types, root / r["peer_oof"])
+        metrics["peer"] = peer["table"].to_dict(orient="records")
+    files_dir.mkdir(parents=True, exist_ok=True)
+    write_text(render(r["name"], types, bands, catalogue, figs, context, peer), md_path)
+    write_json(metrics, metrics_path)
+    for kind, t in metrics.items():
+        if isinstance(t, dict) and "goal" in t:
+            g = t["goal"]
+            log.info("%s: test RMSE %.3f vs %s %.3f (%+.1f %%), R2 %.3f: goal %s", kind,
+                     g["network_test_rmse"], g["relation"], g["relation_test_rmse"],
+                     100 * (1 - g["rmse_ratio"]), g["network_test_r2"],
+                     "met" if g["met"] else "missed")
+    log.info("report: %s, %s (%d stars)", md_path.relative_to(root), catalogue["path"],
+             catalogue["n"])
+    return metrics
