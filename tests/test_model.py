@@ -96,3 +96,24 @@ def test_bad_network_settings_are_refused(kw, match):
 def test_spec_round_trips_through_json_values():
     spec = NetworkSpec(units=(16, 8, 4), dropout=(0.1, 0.4, 0.6), batch_size=64)
     assert NetworkSpec.from_params(spec.as_dict()) == spec
+
+
+def test_warm_start_puts_the_skip_path_at_the_least_squares_plane():
+    """Before any training, a warm-started network predicts the weighted least-squares plane of
+    the per-star channels (fitted here independently with scikit-learn)."""
+    from sklearn.linear_model import LinearRegression
+
+    from rrlfeh.training.model import warm_start
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(200, 30, 6)).astype(np.float32)
+    x[:, :, 2:] = rng.normal(size=(200, 1, 4))
+    y = (-1.5 + x[:, 0, 2:] @ np.array([-2.0, 0.7, 1.0, 0.3]) + rng.normal(0, 0.1, 200))
+    w = rng.uniform(0.5, 2.0, 200)
+    model = build_model((30, 6), NetworkSpec(units=(4, 3, 2), dropout=(0.1, 0.1, 0.1),
+                                             skip=True))
+    assert warm_start(model, x, y, w)
+    ref = LinearRegression().fit(x[:, 0, :], y, sample_weight=w).predict(x[:, 0, :])
+    assert predict(model, x) == pytest.approx(ref, abs=1e-4)
+    paper = build_model((30, 2), NetworkSpec(units=(4, 3, 2), dropout=(0.1, 0.1, 0.1)))
+    assert not warm_start(paper, x[..., :2], y, w)

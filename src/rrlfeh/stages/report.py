@@ -342,9 +342,13 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                "disagreements. Every star with its relation: "
                f"`{bands['detail_path']}`.", ""]
         if len(bad):
-            show = bad.head(10)[["source_id", "G", "BP", "BP_vs_G", "n_G", "n_BP"]]
-            md += ["First disagreeing stars:", "", _frame_md(show.astype(
-                {"source_id": str, "n_G": "Int64", "n_BP": "Int64"}).astype(object)), ""]
+            show = pd.DataFrame({
+                "source_id": bad["source_id"].astype(str),
+                "P(G) d": bad["G"].map(lambda v: _cell(v, "{:.5f}")),
+                "P(BP) d": bad["BP"].map(lambda v: _cell(v, "{:.5f}")),
+                "BP vs G": bad["BP_vs_G"], "G epochs": bad["n_G"].astype("Int64").astype(str),
+                "BP epochs": bad["n_BP"].astype("Int64").astype(str)}).head(10)
+            md += ["First disagreeing stars:", "", _frame_md(show), ""]
     md += ["## Scored stars", "",
            f"{catalogue['n']} stars in `{catalogue['path']}` (source_id, feh, feh_std, status); "
            f"{catalogue['n_ok']} scored, the others with the reason as status:", "",

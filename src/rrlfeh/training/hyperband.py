@@ -17,7 +17,7 @@ from typing import Any
 import keras_tuner as kt
 import numpy as np
 
-from rrlfeh.training.model import NetworkSpec, build_model
+from rrlfeh.training.model import NetworkSpec, build_model, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class GRUHyperModel(kt.HyperModel):
         return build_model(self.input_shape, self.spec(hp))
 
     def fit(self, hp: kt.HyperParameters, model, *args, **kwargs):
+        if not hp.values.get("tuner/trial_id"):  # a fresh model, not a parent's continued
+            warm_start(model, args[0], args[1], kwargs.get("sample_weight"))
         batch = hp.values.get("batch_size", self.base.batch_size)
         kwargs.setdefault("verbose", 0)
         return model.fit(*args, batch_size=int(batch), **kwargs)

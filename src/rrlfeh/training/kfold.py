@@ -108,7 +108,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
 
     from rrlfeh.training.arrays import load_training_set
     from rrlfeh.training.callbacks import ProgressLog, TimeBudget, nan_guard
-    from rrlfeh.training.model import NetworkSpec, build_model, predict
+    from rrlfeh.training.model import NetworkSpec, build_model, predict, warm_start
     from rrlfeh.training.runner import seed_everything
     from rrlfeh.training.tracking import flatten, log_data_inputs, log_history
 
@@ -117,7 +117,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
     data = load_training_set(job.data_path, job.kind)
     tr, va = data.subset(job.train_index), data.subset(job.val_index)
     fit_idx, stop_idx = stratified_split(tr.strata, job.fit.stop_fraction, job.seed)
-    fit, stop_on = tr.subset(fit_idx), tr.subset(stop_idx)
+    fit_part, stop_on = tr.subset(fit_idx), tr.subset(stop_idx)
     spec = NetworkSpec.from_params(job.spec)
     mlflow.set_tracking_uri(job.tracking.uri)
     label = f"{job.kind} {job.name}"
@@ -128,16 +128,18 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
                           tags=tags) as run:
         mlflow.log_params({**flatten(spec.as_dict(), "model."), **flatten(asdict(job.fit), "fit."),
                            "repeat": job.repeat, "fold": job.fold, "seed": job.seed,
-                           "n_train": len(tr), "n_val": len(va), "n_fit": len(fit),
+                           "n_train": len(tr), "n_val": len(va), "n_fit": len(fit_part),
                            "n_stop": len(stop_on)})
         log_data_inputs([job.data_path])
         model = build_model(data.input_shape, spec)
+        warm_start(model, fit_part.X, fit_part.y, fit_part.weights)  # skip path: at the plane
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=job.fit.patience,
                                              min_delta=job.fit.min_delta,
                                              restore_best_weights=True)
         clock = TimeBudget(job.fit.max_seconds)
         # early stopping watches the inner split: the fold's validation stars stay unseen
-        hist = model.fit(fit.X, fit.y, sample_weight=fit.weights, batch_size=spec.batch_size,
+        hist = model.fit(fit_part.X, fit_part.y, sample_weight=fit_part.weights,
+                         batch_size=spec.batch_size,
                          epochs=job.fit.max_epochs, verbose=0,
                          validation_data=(stop_on.X, stop_on.y, stop_on.weights),
                          callbacks=[stop, clock, nan_guard(),

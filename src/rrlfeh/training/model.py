@@ -4,7 +4,8 @@ Input per step is (standardised magnitude, phase x period), so the network sees 
 (paper eq. 4), optionally followed by per-star channels (period, φ31, R21, amplitude; the same
 value at every step, `rrlfeh.preprocess.network_input`). With `skip`, the first step's channels
 also reach the output Dense directly: a linear path that holds the classical (P, φ31, R21)
-relation, to which the GRU blocks add what the shape of the curve tells beyond it. Loss is the
+relation, to which the GRU blocks add what the shape of the curve tells beyond it; `warm_start`
+starts that path at the least-squares plane of the training curves. Loss is the
 weighted MSE (the KDE sample weights), optimiser Adam; training and validation also report
 RMSE/MAE and their weighted forms so every epoch carries Table-1 numbers.
 """
@@ -85,6 +86,29 @@ def build_model(input_shape: Sequence[int], spec: NetworkSpec):
     model = keras.Model(inputs, outputs, name="rrl_feh_gru")
     compile_model(model, spec.learning_rate)
     return model
+
+
+def warm_start(model, x, y, weights=None) -> bool:
+    """Start a network with the skip path at the classical relation: the output Dense's weights
+    on the first step's channels are set to the (weighted) least-squares plane of the training
+    curves, its weights on the GRU path to zero. Training then learns what the curves add to the
+    relation instead of first rediscovering it (stacking network and relation). False (nothing
+    changed) for a network without the skip path."""
+    import numpy as np
+
+    names = {layer.name for layer in model.layers}
+    if "first_step" not in names:
+        return False
+    first = np.asarray(x, dtype=float)[:, 0, :]
+    design = np.column_stack([np.ones(len(first)), first])
+    sw = np.sqrt(np.ones(len(first)) if weights is None else np.asarray(weights, float))
+    coef = np.linalg.lstsq(design * sw[:, None], np.asarray(y, float) * sw, rcond=None)[0]
+    dense = model.get_layer("feh")
+    kernel, bias = dense.get_weights()
+    kernel = np.zeros_like(kernel)
+    kernel[kernel.shape[0] - first.shape[1]:, 0] = coef[1:]
+    dense.set_weights([kernel, np.full_like(bias, coef[0])])
+    return True
 
 
 def compile_model(model, learning_rate: float) -> None:

@@ -1,0 +1,113 @@
+"""`dvc repro` on pre-folded curves without periods (the DG22 case): a model of the curve's
+shape alone (channels magnitude and phase, per-star φ31, R21, amplitude) is trained, registered
+and scores every curve of the file, labelled or not; the report compares it star by star with a
+peer's out-of-fold predictions. The folded curves are made here from synthetic RRab stars, in
+the DG22 file format (lc_dev_g/<id>_bin.dat: phase, G mag)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import clone_project, run
+
+N_LABELLED, N_UNLABELLED = 180, 40
+
+
+def write_folded_set(folder: Path) -> tuple[list[int], pd.DataFrame]:
+    """DG22-format curves of synthetic RRab stars, labels for the first N_LABELLED, and a
+    'peer' whose out-of-fold predictions are the labels plus 0.2 dex of noise."""
+    from rrlfeh.data.synthetic import generate
+
+    syn = generate(600, seed=7, frac_rrc=0.0)
+    stars = syn.stars[syn.stars["type"] == "RRab"].head(N_LABELLED + N_UNLABELLED)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = []
+    with tarfile.open(folder / "lc_dev_g.tar.gz", "w:gz") as tar:
+        for _, s in stars.iterrows():
+            e = syn.epochs[(syn.epochs["source_id"] == s["source_id"]) & ~syn.epochs["rejected"]
+                           & np.isfinite(syn.epochs["mag"])]
+            phase = np.mod((e["time"] - s["epoch_max"]) / s["period"], 1.0)
+            text = "".join(f"{p:.6f} {m:.4f}\n" for p, m in zip(phase, e["mag"], strict=True))
+            info = tarfile.TarInfo(f"lc_dev_g/{int(s['source_id'])}_bin.dat")
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+            ids.append(int(s["source_id"]))
+    labels = syn.labels.set_index("source_id").loc[ids[:N_LABELLED], ["feh"]].reset_index()
+    labels = labels.rename(columns={"source_id": "source_id_dr2"})
+    labels.to_csv(folder / "labels_dev.csv", index=False)
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"source_id_dr2": labels["source_id_dr2"], "fold": 1,
+                  "feh_pred": labels["feh"] + rng.normal(0, 0.2, len(labels))}).to_csv(
+        folder / "peer_oof.csv", index=False)
+    return ids, labels
+
+
+@pytest.fixture(scope="module")
+def folded_project(tmp_path_factory) -> tuple[Path, list[int], pd.DataFrame]:
+    holder = {}
+
+    def folded(params: dict) -> None:
+        params["acquire"]["synthetic"]["n_stars"] = 60  # acquire/validate still run: tiny
+        params["budget"] = "tiny"
+        params["preprocess"].update(source="folded", channels=[
+            "standardised_mag", "phase", "phi31", "r21", "amplitude_mag"])
+        params["preprocess"]["folded"].update(curves="folded/lc_dev_g.tar.gz",
+                                              labels="folded/labels_dev.csv")
+        params["register"]["model_name"] = "rrl-feh-folded"
+        params["score"]["model_uri"] = "models:/rrl-feh-folded@champion"
+        params["report"].update(name="folded", scored_csv="data/scored/folded.csv",
+                                peer_oof="folded/peer_oof.csv")
+
+    work = tmp_path_factory.mktemp("folded")
+    holder["ids"], holder["labels"] = write_folded_set(work / "folded")
+    clone_project(work, folded)
+    run(["dvc", "repro"], work)
+    return work, holder["ids"], holder["labels"]
+
+
+def test_every_curve_is_scored_once_without_a_period(folded_project):
+    work, ids, _ = folded_project
+    short = pd.read_csv(work / "data/scored/folded.csv")
+    assert sorted(short["source_id"].tolist()) == sorted(ids)  # labelled and unlabelled
+    assert (short["status"] == "ok").mean() > 0.9
+    settings = json.loads(next((work / "data/cache/register/model").glob(
+        "settings.json")).read_text())
+    assert settings["needs_period"] is False
+    a = np.load(work / "data/processed/RRab.npz")
+    assert np.isnan(a["period"]).all() and np.isfinite(a["X"]).all()
+
+
+def test_the_registered_model_scores_a_folded_request_as_the_catalogue(folded_project):
+    import mlflow
+
+    work, ids, _ = folded_project
+    cat = pd.read_parquet(work / "data/scored/catalogue.parquet").set_index("source_id")
+    from rrlfeh.data.dg22 import read_dg22_curves
+
+    curves = read_dg22_curves(work / "folded/lc_dev_g.tar.gz")
+    some = curves[curves["source_id"].isin(ids[-5:])].assign(type="RRab")
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    out = mlflow.pyfunc.load_model("models:/rrl-feh-folded@champion").predict(some)
+    out = out.set_index("source_id")
+    ok = out["status"] == "ok"
+    assert ok.sum() >= 4
+    assert np.allclose(out.loc[ok, "feh"], cat.loc[out.index[ok], "feh"], atol=1e-6)
+
+
+def test_report_compares_with_the_peer_star_by_star(folded_project):
+    work, _, labels = folded_project
+    page = (work / "reports/folded.md").read_text()
+    assert "Against the peer model, star by star" in page and "had each star's period" in page
+    peer = json.loads((work / "reports/report.json").read_text())["peer"]
+    train = [r for r in peer if r["stars"].startswith("training")][0]
+    test = [r for r in peer if r["stars"].startswith("test")][0]
+    assert train["n"] + test["n"] == len(labels)
+    # the peer is the labels plus 0.2 dex of noise: its RMSE on any part is about 0.2
+    assert 0.14 < train["peer RMSE"] < 0.26
