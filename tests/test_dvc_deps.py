@@ -39,7 +39,8 @@ LOADED_BY_NAME = {"score": {"rrlfeh.serving.pyfunc"}}
 INPUT_KEYS = {"acquire": ["acquire.files.epochs", "acquire.files.labels", "acquire.files.stars"],
               "preprocess": ["preprocess.folded.curves", "preprocess.folded.labels",
                              "preprocess.folded.periods"],
-              "score": ["preprocess.folded.curves"], "report": ["acquire.files.epochs"]}
+              "register": ["preprocess.folded.curves"], "score": ["preprocess.folded.curves"],
+              "report": ["acquire.files.epochs"]}
 
 
 # --------------------------------------------------------------------------------------------

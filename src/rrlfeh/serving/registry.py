@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,12 +163,21 @@ def gate(candidate: Mapping[str, str], champion: Mapping[str, str] | None,
                           f"{'; '.join(better)} dex", compared)
 
 
-def input_example(raw_dir: Path, n_stars: int = 2) -> pd.DataFrame:
-    """A real-format request: the first stars' G epochs of data/raw as the long form, the first
-    with its catalogue period, epoch of maximum and type and the others without (derived)."""
+def input_example(raw_dir: Path, n_stars: int = 2, types: Sequence[str] = ("RRab", "RRc"),
+                  folded: tuple[Path, str] | None = None) -> pd.DataFrame:
+    """A real-format request of stars of the model's `types`: the first such stars' G epochs of
+    data/raw as the long form, the first with its catalogue period, epoch of maximum and type
+    and the others without (derived); or, with `folded` = (curves file, type), the first curves
+    of that file in the folded form."""
     import pyarrow.parquet as pq
 
-    stars = pd.read_parquet(raw_dir / "stars.parquet").head(n_stars)
+    if folded is not None:
+        from rrlfeh.data.dg22 import read_dg22_curves
+
+        curves = read_dg22_curves(folded[0], max_stars=n_stars)
+        return curves.assign(type=folded[1]).reset_index(drop=True)
+    stars = pd.read_parquet(raw_dir / "stars.parquet")
+    stars = stars[stars["type"].isin(list(types))].head(n_stars)
     epochs = pq.read_table(raw_dir / "epochs.parquet",
                            filters=[("source_id", "in", stars["source_id"].tolist())]).to_pandas()
     epochs = epochs.loc[~epochs["rejected"], ["source_id", "time", "mag", "flux", "flux_error"]]

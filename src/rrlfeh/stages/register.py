@@ -71,7 +71,11 @@ def run(final_dir: Path, processed_dir: Path, raw_dir: Path, params: Mapping[str
                    inputs=[*(processed_dir / f"{k}.npz" for k in settings["types"]),
                            *(final_dir / k / "manifest.json" for k in settings["types"]),
                            raw_dir / "epochs.parquet"]) as run:
-        example = registry.input_example(raw_dir, int(r.get("example_stars", 2)))
+        pre = params["preprocess"]
+        folded = ((root / pre["folded"]["curves"], str(pre["folded"].get("type", "RRab")))
+                  if pre.get("source") == "folded" else None)
+        example = registry.input_example(raw_dir, int(r.get("example_stars", 2)),
+                                         settings["types"], folded)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=RRLFehModel(), artifacts={ARTIFACT: str(folder)},
             signature=signature(), input_example=example)
