@@ -35,19 +35,21 @@ def test_network_is_three_gru_dropout_blocks_and_a_linear_output():
 
 def test_skip_path_carries_the_first_steps_channels_to_the_output():
     """With the GRU path's output weights at zero, the network is the linear relation
-    a + c . x[:, 0, :] of the per-star channels, computed here independently."""
+    a + c . x[:, 0, 2:] of the per-star channels, computed here independently."""
     spec = NetworkSpec(units=(4, 3, 2), dropout=(0.1, 0.1, 0.1), skip=True)
     model = build_model((30, 6), spec)
     dense = model.get_layer("feh")
     kernel, bias = dense.get_weights()
-    assert kernel.shape == (2 + 6, 1)  # last GRU's units + the first step's channels
-    coef = np.array([0.0, 0.0, -5.0, 0.7, 1.0, 0.3], np.float32)
+    assert kernel.shape == (2 + 4, 1)  # last GRU's units + the per-star channels
+    coef = np.array([-5.0, 0.7, 1.0, 0.3], np.float32)
     dense.set_weights([np.concatenate([np.zeros(2, np.float32), coef])[:, None],
                        np.array([-1.5], np.float32)])
     rng = np.random.default_rng(2)
     x = rng.normal(size=(50, 30, 6)).astype(np.float32)
     x[:, :, 2:] = rng.normal(size=(50, 1, 4))  # per-star channels: constant along the curve
-    assert predict(model, x) == pytest.approx(-1.5 + x[:, 0, :] @ coef, abs=1e-5)
+    assert predict(model, x) == pytest.approx(-1.5 + x[:, 0, 2:] @ coef, abs=1e-5)
+    x[:, 0, :2] += 3.0  # the curve channels at the first step do not take the linear path
+    assert predict(model, x) == pytest.approx(-1.5 + x[:, 0, 2:] @ coef, abs=1e-5)
 
 
 def test_keras_weighted_metrics_agree_with_ours():
@@ -113,7 +115,7 @@ def test_warm_start_puts_the_skip_path_at_the_least_squares_plane():
     model = build_model((30, 6), NetworkSpec(units=(4, 3, 2), dropout=(0.1, 0.1, 0.1),
                                              skip=True))
     assert warm_start(model, x, y, w)
-    ref = LinearRegression().fit(x[:, 0, :], y, sample_weight=w).predict(x[:, 0, :])
+    ref = LinearRegression().fit(x[:, 0, 2:], y, sample_weight=w).predict(x[:, 0, 2:])
     assert predict(model, x) == pytest.approx(ref, abs=1e-4)
     paper = build_model((30, 2), NetworkSpec(units=(4, 3, 2), dropout=(0.1, 0.1, 0.1)))
     assert not warm_start(paper, x[..., :2], y, w)

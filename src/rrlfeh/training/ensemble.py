@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from rrlfeh.training.model import SEQUENCE_CHANNELS
+
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
 
@@ -125,8 +127,8 @@ class StackedGRU:
     float32 round-off (a few 1e-7 dex); on 2 CPU cores about 5x the fused Keras model
     (benchmarks/score.py).
 
-    With a skip path (`build_model`'s `skip`) the first step's channels join the last state in
-    the Dense. XLA compiles once per batch shape (about a second): a batch is cut into
+    With a skip path (`build_model`'s `skip`) the first step's per-star channels join the last state
+    in the Dense. XLA compiles once per batch shape (about a second): a batch is cut into
     `batch_size` rows and a rest padded to one of a few sizes (`padded_size`), so any number of
     curves needs at most about 25 shapes. Where XLA cannot run the program the same program runs
     without it. `from_members` gives None for members it does not recognise (another layer,
@@ -235,8 +237,9 @@ class StackedGRU:
         w, b = self._dense
         units = self._layers[-1]["units"]
         out = tf.matmul(states[-1], w[:, :units]) + b
-        if self.skip:  # the first step's channels straight to the output (`build_model`)
-            first = tf.broadcast_to(x[None, :, 0, :], (self.n_members, n, channels))
+        if self.skip:  # the per-star channels straight to the output (`build_model`)
+            first = tf.broadcast_to(x[None, :, 0, SEQUENCE_CHANNELS:],
+                                    (self.n_members, n, channels - SEQUENCE_CHANNELS))
             out = out + tf.matmul(first, w[:, units:])
         return out[..., 0]
 
@@ -298,11 +301,16 @@ def _gru_chain(model: Any) -> tuple[list[Any], Any, bool] | None:
         parts = joined.input
         if len(parts) != 2 or joined.axis not in (-1, 1):
             return None
+        # Flatten <- Cropping1D (the sequence channels) <- Permute <- Cropping1D (first step)
         flat = _producer(parts[1])
-        crop = _producer(flat.input) if isinstance(flat, kl.Flatten) else None
+        per_star = _producer(flat.input) if isinstance(flat, kl.Flatten) else None
+        permute = (_producer(per_star.input) if isinstance(per_star, kl.Cropping1D)
+                   else None)
+        crop = _producer(permute.input) if isinstance(permute, kl.Permute) else None
         steps = int(inp.shape[1])
         if (not isinstance(crop, kl.Cropping1D) or tuple(crop.cropping) != (0, steps - 1)
-                or crop.input is not inp):
+                or crop.input is not inp or tuple(permute.dims) != (2, 1)
+                or tuple(per_star.cropping) != (SEQUENCE_CHANNELS, 0)):
             return None
         t, skip = parts[0], True
     grus = []

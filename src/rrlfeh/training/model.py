@@ -2,7 +2,7 @@
 
 Input per step is (standardised magnitude, phase x period), so the network sees the period
 (paper eq. 4), optionally followed by per-star channels (period, φ31, R21, amplitude; the same
-value at every step, `rrlfeh.preprocess.network_input`). With `skip`, the first step's channels
+value at every step, `rrlfeh.preprocess.network_input`). With `skip`, the per-star channels
 also reach the output Dense directly: a linear path that holds the classical (P, φ31, R21)
 relation, to which the GRU blocks add what the shape of the curve tells beyond it; `warm_start`
 starts that path at the least-squares plane of the training curves. Loss is the
@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
+
+SEQUENCE_CHANNELS = 2  # magnitude and phase (x period): the curve; the channels after are per star
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,11 @@ def build_model(input_shape: Sequence[int], spec: NetworkSpec):
                        recurrent_regularizer=penalty(spec.recurrent_l1, spec.recurrent_l2),
                        name=f"gru_{i + 1}")(h)
         h = layers.Dropout(rate, name=f"dropout_{i + 1}")(h)
-    if spec.skip:
+    if spec.skip:  # the per-star channels (2 onwards) of the first step, straight to the output
         first = layers.Cropping1D((0, int(input_shape[0]) - 1), name="first_step")(inputs)
-        h = layers.Concatenate(name="with_scalars")([h, layers.Flatten(name="scalars")(first)])
+        per_star = layers.Cropping1D((SEQUENCE_CHANNELS, 0), name="per_star")(
+            layers.Permute((2, 1), name="channels_first")(first))
+        h = layers.Concatenate(name="with_scalars")([h, layers.Flatten(name="scalars")(per_star)])
     outputs = layers.Dense(1, activation="linear", name="feh")(h)
     model = keras.Model(inputs, outputs, name="rrl_feh_gru")
     compile_model(model, spec.learning_rate)
@@ -90,7 +94,7 @@ def build_model(input_shape: Sequence[int], spec: NetworkSpec):
 
 def warm_start(model, x, y, weights=None) -> bool:
     """Start a network with the skip path at the classical relation: the output Dense's weights
-    on the first step's channels are set to the (weighted) least-squares plane of the training
+    on the per-star channels are set to the (weighted) least-squares plane of the training
     curves, its weights on the GRU path to zero. Training then learns what the curves add to the
     relation instead of first rediscovering it (stacking network and relation). False (nothing
     changed) for a network without the skip path."""
@@ -99,7 +103,7 @@ def warm_start(model, x, y, weights=None) -> bool:
     names = {layer.name for layer in model.layers}
     if "first_step" not in names:
         return False
-    first = np.asarray(x, dtype=float)[:, 0, :]
+    first = np.asarray(x, dtype=float)[:, 0, SEQUENCE_CHANNELS:]
     design = np.column_stack([np.ones(len(first)), first])
     sw = np.sqrt(np.ones(len(first)) if weights is None else np.asarray(weights, float))
     coef = np.linalg.lstsq(design * sw[:, None], np.asarray(y, float) * sw, rcond=None)[0]
