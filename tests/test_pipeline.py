@@ -25,9 +25,21 @@ def workdir(pipeline_project: Path) -> Path:
 
 def test_repro_writes_every_declared_output(workdir: Path):
     dvc = yaml.safe_load((workdir / "dvc.yaml").read_text())
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+
+    def resolve(path: str) -> str:  # ${section.key} templating from params.yaml
+        import re
+
+        def value(m):
+            v = params
+            for part in m.group(1).split("."):
+                v = v[part]
+            return str(v)
+        return re.sub(r"\$\{([^}]+)\}", value, path)
+
     for name, stage in dvc["stages"].items():
         for out in stage.get("outs", []):
-            path = out if isinstance(out, str) else next(iter(out))
+            path = resolve(out if isinstance(out, str) else next(iter(out)))
             assert (workdir / path).exists(), f"stage {name} did not write {path}"
     stars = pd.read_parquet(workdir / "data/raw/stars.parquet")
     assert len(stars) == 400

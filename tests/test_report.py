@@ -45,7 +45,7 @@ def test_coverage_and_error_by_epochs_count_what_they_say():
     res = np.array([0.05, -0.15, 0.25, -0.5, 0.1])
     sigma = np.full(5, 0.2)
     c = coverage(res, sigma)
-    assert c == {"within_1sigma": 0.4, "within_2sigma": 0.8, "n": 5}
+    assert c == {"within_1sigma": 0.6, "within_2sigma": 0.8, "n": 5}  # |z| 0.25 .75 1.25 2.5 .5
     table = error_by_epochs(np.array([20, 35, 55, 60, 80]), res, [0, 50, 70, 1000], sigma)
     assert table["n"].tolist() == [2, 2, 1]
     assert table["rmse"][0] == pytest.approx(np.sqrt((0.05**2 + 0.15**2) / 2))

@@ -429,7 +429,8 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
     cat = pd.read_parquet(root / score["out_dir"] / "catalogue.parquet")
     short = cat[["source_id", "feh", "feh_std", "status"]]
     csv = write_table(short, root / r["scored_csv"])
-    statuses = (cat["status"].value_counts().rename_axis("status").reset_index(name="stars"))
+    kinds = cat["status"].str.replace(r"-?\d+(\.\d+)?", "#", regex=True)  # numbers aside
+    statuses = kinds.value_counts().rename_axis("status (# a number)").reset_index(name="stars")
     catalogue = {"n": len(cat), "n_ok": int((cat["status"] == "ok").sum()),
                  "path": os.path.relpath(csv, root), "statuses": statuses.head(15)}
     metrics["scored"] = {"n": catalogue["n"], "n_ok": catalogue["n_ok"]}
