@@ -66,3 +66,19 @@ def test_padded_batch_sizes_are_few():
     sizes = {StackedGRU.padded_size(n, 4096) for n in range(1, 4097)}
     assert len(sizes) <= 25 and all(s >= 1 for s in sizes)
     assert all(StackedGRU.padded_size(n, 4096) >= n for n in range(1, 4097))
+
+
+def test_residual_model_recovers_an_error_that_falls_with_the_epochs():
+    from rrlfeh.training.ensemble import residual_model
+
+    rng = np.random.default_rng(5)
+    n = rng.integers(20, 150, 20_000)
+    spread = np.full(n.size, 0.02)
+    sigma = np.sqrt(0.05**2 + 0.1**2 * 50 / n + spread**2)
+    rm = residual_model(n, rng.normal(0, sigma), spread)
+    assert rm["floor"] == pytest.approx(0.05, rel=0.15)
+    assert rm["scale"] == pytest.approx(0.1, rel=0.05)
+    ens = Ensemble([], {"residual_sigma": 0.3, "residual_model": rm})
+    err = ens.total_error(spread[:3], n[:3])
+    assert err == pytest.approx(sigma[:3], rel=0.05)
+    assert ens.total_error(spread[:3]) == pytest.approx(np.hypot(0.02, 0.3))  # no epochs given

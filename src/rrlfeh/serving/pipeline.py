@@ -198,7 +198,7 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     at = where.reindex(pc.source_id).to_numpy()
     out.loc[at, "feh"] = mean
     out.loc[at, "feh_spread"] = spread
-    out.loc[at, "feh_std"] = ens.total_error(spread)
+    out.loc[at, "feh_std"] = ens.total_error(spread, pc.n_epochs)
     out.loc[at, "n_epochs"] = pc.n_epochs
     amplitude[at] = pc.amplitude
 

@@ -302,7 +302,9 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                    f"Test residuals within ±1 feh_std: {100 * c['within_1sigma']:.1f} % "
                    f"(Gaussian 68.3 %), within ±2: {100 * c['within_2sigma']:.1f} % (95.4 %), "
                    f"{c['n']} stars. feh_std = the members' spread and the out-of-fold residual "
-                   "scatter it does not explain, in quadrature (`train`).", ""]
+                   "scatter it does not explain, which falls with the number of epochs N "
+                   "(floor² + scale² · 50 / N, fitted on the out-of-fold residuals), in "
+                   "quadrature (`train`).", ""]
         if "paper_cut" in t:
             p = t["paper_cut"]
             md += ["### Error against the number of epochs (paper Fig. 7)", "",

@@ -25,7 +25,7 @@ import pandas as pd
 from rrlfeh.data import schema
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.training.arrays import load_training_set
-from rrlfeh.training.ensemble import MANIFEST, Ensemble
+from rrlfeh.training.ensemble import MANIFEST, Ensemble, residual_model
 from rrlfeh.training.metrics import regression_metrics
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def evaluate_test(ens: Ensemble, train, test) -> tuple[dict[str, Any], pd.DataFr
     from rrlfeh.training.baseline import LinearRelation, plane_features
 
     mean, spread = ens.predict(test.X)
-    err = ens.total_error(spread)
+    err = ens.total_error(spread, test.n_epochs)
     plane = LinearRelation().fit(plane_features(train.X, train.period), train.y, train.weights)
     plane_pred = plane.predict(plane_features(test.X, test.period))
     strip = lambda m: {k: v for k, v in m.items() if k != "n"}  # noqa: E731
@@ -112,6 +112,9 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         # rest of the per-star error (label noise, information the curve does not hold)
         residual_sigma = float(np.sqrt(max(oof_m["rmse"] ** 2 - np.mean(spread**2), 0.0)))
         manifest["residual_sigma"] = residual_sigma
+        # ... and as a function of the number of epochs (what `feh_std` uses)
+        manifest["residual_model"] = residual_model(
+            data.n_epochs, oof["pred_oof"].to_numpy() - oof["feh"].to_numpy(), spread)
         write_json(manifest, out_dir / kind / MANIFEST)
         ens.manifest = manifest
         test = load_training_set(processed, kind, part="test")
@@ -119,10 +122,11 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
              "in_sample": {k: v for k, v in fit_m.items() if k != "n"},
              "out_of_fold": {k: v for k, v in oof_m.items() if k != "n"},
              "spread_median": float(np.median(spread)), "residual_sigma": residual_sigma,
+             "residual_model": manifest["residual_model"],
              "spread_p90": float(np.quantile(spread, 0.9))}
         write_parquet(pd.DataFrame({"source_id": data.source_id, "feh": data.y,
                                     "feh_pred": mean, "feh_spread": spread,
-                                    "feh_error": ens.total_error(spread)}),
+                                    "feh_error": ens.total_error(spread, data.n_epochs)}),
                       out_dir / kind / "training_predictions.parquet")
         if len(test):
             m_test, table = evaluate_test(ens, data, test)

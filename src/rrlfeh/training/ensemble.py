@@ -103,11 +103,20 @@ class Ensemble:
         return np.stack([m.predict(x, batch_size=batch_size, verbose=0).reshape(-1)
                          for m in self.models])
 
-    def total_error(self, spread: np.ndarray) -> np.ndarray:
+    def total_error(self, spread: np.ndarray,
+                    n_epochs: np.ndarray | None = None) -> np.ndarray:
         """Per-star [Fe/H] error: the spread and the residual scatter of the out-of-fold
-        predictions that the spread does not explain (manifest `residual_sigma`), in quadrature."""
-        sigma = float(self.manifest.get("residual_sigma", 0.0))
-        return np.sqrt(np.asarray(spread) ** 2 + sigma**2)
+        predictions that the spread does not explain, in quadrature. The residual part falls
+        with the number of epochs where the manifest has its `residual_model` (see
+        `residual_model`) and `n_epochs` is given, else it is the type's `residual_sigma`."""
+        spread = np.asarray(spread, dtype=float)
+        rm = self.manifest.get("residual_model")
+        if rm is not None and n_epochs is not None:
+            n = np.maximum(np.asarray(n_epochs, dtype=float), 1.0)
+            var = rm["floor"] ** 2 + rm["scale"] ** 2 * rm["pivot"] / n
+        else:
+            var = float(self.manifest.get("residual_sigma", 0.0)) ** 2
+        return np.sqrt(spread**2 + var)
 
     def predict(self, x: np.ndarray, batch_size: int = 1024, fused: bool = False,
                 engine: str = "auto") -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +124,20 @@ class Ensemble:
         p = self.member_predictions(x, batch_size, fused, engine)
         spread = p.std(axis=0, ddof=1) if len(p) > 1 else np.zeros(p.shape[1])
         return p.mean(axis=0), spread
+
+
+def residual_model(n_epochs: np.ndarray, residual: np.ndarray, spread: np.ndarray,
+                   pivot: float = 50.0) -> dict[str, float]:
+    """The out-of-fold residual variance the members' spread does not explain, as a function of
+    the number of epochs: floor² + scale² · pivot / N (a φ31 estimated from N epochs has a
+    variance ~1/N), fitted by non-negative least squares to residual² − spread²."""
+    from scipy.optimize import nnls
+
+    n = np.maximum(np.asarray(n_epochs, dtype=float), 1.0)
+    target = np.asarray(residual, float) ** 2 - np.asarray(spread, float) ** 2
+    coef, _ = nnls(np.column_stack([np.ones_like(n), pivot / n]), target)
+    return {"floor": float(np.sqrt(coef[0])), "scale": float(np.sqrt(coef[1])),
+            "pivot": float(pivot)}
 
 
 class StackedGRU:
