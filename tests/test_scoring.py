@@ -48,15 +48,18 @@ def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model
     `preprocess` wrote for training: the served model runs the training code."""
     for kind, ens in scoring_model.ensembles.items():
         with np.load(project / f"data/processed/{kind}.npz") as d:
-            x, ids = d["X"][:25], d["source_id"][:25]
+            x, ids, n = d["X"][:25], d["source_id"][:25], d["n_epochs"][:25]
         mean, spread = ens.predict(x)  # member by member, not fused
         out = score_request(read_request(long_form(project, ids)), scoring_model)
         assert out["source_id"].tolist() == ids.tolist()
         assert (out["status"] == "ok").all(), out["status"].tolist()
         assert np.allclose(out["feh"], mean, atol=1e-5)
         assert np.allclose(out["feh_spread"], spread, atol=1e-5)
-        sigma = ens.manifest["residual_sigma"]
+        # the residual part of the error falls with the epochs: floor² + scale² · pivot / N
+        rm = ens.manifest["residual_model"]
+        sigma = np.sqrt(rm["floor"] ** 2 + rm["scale"] ** 2 * rm["pivot"] / n)
         assert np.allclose(out["feh_std"], np.hypot(spread, sigma), atol=1e-5)
+        assert (out["n_epochs"].to_numpy() == n).all()
 
 
 def test_derived_periods_when_the_request_has_none(project, scoring_model):

@@ -66,8 +66,11 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
         manifest = json.loads((src / "manifest.json").read_text())
         settings["types"].append(kind)
         needs.append(uses_period(manifest.get("channels", CHANNELS)))
-        settings["domain"]["period_range"][kind] = [float(data.period.min()),
-                                                    float(data.period.max())]
+        settings["domain"]["period_range"][kind] = (
+            [float(data.period.min()), float(data.period.max())]
+            if np.isfinite(data.period).all() else [None, None])  # no periods: no range
+        if pre.get("source") == "folded":  # no validate cut: the fewest points trained on
+            settings["domain"]["min_epochs"] = int(data.n_epochs.min())
         settings["data_digest"][kind] = training_digest(data.source_id, data.y)
         settings["crossval"][kind] = {"n_stars": len(data), **manifest["crossval_metrics"]}
     if not settings["types"]:

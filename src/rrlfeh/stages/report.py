@@ -446,6 +446,7 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
     peer = None
     if r.get("peer_oof") and "oof_table" in types.get("RRab", {}):
         peer = peer_comparison(types, root / r["peer_oof"])
+        peer["path"] = str(r["peer_oof"])
         metrics["peer"] = peer["table"].to_dict(orient="records")
     files_dir.mkdir(parents=True, exist_ok=True)
     write_text(render(r["name"], types, bands, catalogue, figs, context, peer), md_path)
