@@ -80,6 +80,8 @@ def type_report(kind: str, root: Path, params: Mapping[str, Any],
     from rrlfeh.training.kfold import stratified_folds
 
     pre, cv = config.section(params, "preprocess"), config.section(params, "crossval")
+    r = config.section(params, "report")
+    edges = list(r["epoch_bins"])
     budget = config.training_budget(params)["crossval"]
     npz = root / pre["out_dir"] / f"{kind}.npz"
     folds_json = root / cv["out_dir"] / kind / "folds.json"
@@ -116,10 +118,9 @@ def type_report(kind: str, root: Path, params: Mapping[str, Any],
         network["test"] = {k: v for k, v in regression_metrics(
             tp["feh"], tp["feh_pred"], tp["weight"]).items() if k != "n"}
         out["coverage_test"] = coverage(res, tp["feh_std"].to_numpy())
-        edges = list(params.get("report", {}).get("epoch_bins", [0, 30, 40, 50, 70, 100000]))
         out["error_by_epochs_test"] = error_by_epochs(tp["n_epochs"].to_numpy(), res, edges,
                                                       tp["feh_std"].to_numpy())
-        cut = int(params.get("report", {}).get("paper_min_epochs", 50))
+        cut = int(r["paper_min_epochs"])
         keep = tp["n_epochs"].to_numpy() >= cut
         out["paper_cut"] = {"min_epochs": cut, "all": network["test"],
                             "n_all": len(tp), "n_kept": int(keep.sum())}
@@ -129,10 +130,10 @@ def type_report(kind: str, root: Path, params: Mapping[str, Any],
             out["paper_cut"]["plane_kept"] = {k: v for k, v in regression_metrics(
                 tp["feh"][keep], tp["plane_pred"][keep], tp["weight"][keep]).items()
                 if k != "n"}
-        out["goal"] = goal(rows, network["test"], params.get("report", {}))
+        out["goal"] = goal(rows, network["test"], r)
     out["error_by_epochs_oof"] = error_by_epochs(
         oof["n_epochs"].to_numpy(), (oof["pred_oof"] - oof["feh"]).to_numpy(),
-        list(params.get("report", {}).get("epoch_bins", [0, 30, 40, 50, 70, 100000])))
+        edges)
     out["oof_table"], out["test_table"] = oof, tp
     return out
 
