@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (Python 3.11, package registries reachable):
 #   make repro   set up .venv from the pinned lock, then run the pipeline (dvc repro) on the embedded default
-#   make test    set up .venv, then run ruff and the whole test suite
+#   make test    set up .venv (with the Spark extra), then run ruff and the whole test suite
 #   make ui      the MLflow UI of the project's tracking store on http://127.0.0.1:5000
 PYTHON ?= python3.11
 VENV   := .venv
@@ -12,7 +12,9 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro realdata dg22 test lint bench ui clean
+SPARK  := $(VENV)/.spark-installed
+
+.PHONY: setup setup-spark repro realdata dg22 test lint bench ui clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,13 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# the optional Spark extra (pyspark; needs Java 17+): `rrlfeh score --engine spark`
+$(SPARK): $(STAMP) requirements-spark.lock
+	$(BIN)/python -m pip install --quiet -r requirements-spark.lock
+	touch $(SPARK)
+
+setup-spark: $(SPARK)
 
 repro: setup
 	$(BIN)/dvc repro
@@ -47,7 +56,7 @@ dg22: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-test: setup lint
+test: setup setup-spark lint
 	$(BIN)/pytest -q -ra
 
 bench: setup
