@@ -1,60 +1,64 @@
-"""Crash-safe writing of stage outputs: a file is either the old one or the complete new one."""
+"""Crash-safe writing of stage outputs: a file is either the old one or the complete new one.
+
+`atomic_path` is the one way a file is written: every writer here, and the model, npz and figure
+savers elsewhere, write to a temporary name beside the target and rename it into place.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix, so savers that go by the suffix pick the
+    right format); on success rename it onto `path`, on failure remove it. Makes the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write `df` to `path` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    _replace(tmp, path)
-    return path
+    """Write `df` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return Path(path)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    """Write `obj` as indented JSON (DVC metrics) through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    _replace(tmp, path)
-    return path
+    """Write `obj` as indented JSON (DVC metrics) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return Path(path)
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """A result table as .parquet or .csv (6 significant digits, by the suffix), through a
-    temporary file and a rename; the one writer of scored tables."""
-    path = Path(path)
-    if path.suffix.lower() == ".parquet":
+    """A result table as .parquet or .csv (6 significant digits, by the suffix), atomically; the
+    one writer of scored tables."""
+    if Path(path).suffix.lower() == ".parquet":
         return write_parquet(df, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    _replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    return Path(path)
 
 
 def write_text(text: str, path: str | Path) -> Path:
-    """Write a text file (a report) through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    _replace(tmp, path)
-    return path
+    """Write a text file (a report) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def _jsonable(value: Any) -> Any:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from rrlfeh.io import atomic_path
+
 TYPE_STYLE = {"RRab": {"marker": "o", "color": "#1f5fa8"},
               "RRc": {"marker": "^", "color": "#d1495b"},
               "RRd": {"marker": "s", "color": "#2a9d8f"}}
@@ -25,11 +27,10 @@ def belokurov_separator(log_period: np.ndarray) -> np.ndarray:
 
 
 def _save(fig: Figure, path: str | Path, dpi: int) -> Path:
-    """Write the figure (creating the folder) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+    """Write the figure atomically (creating the folder) and return the path."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    return Path(path)
 
 
 def _same_length(**arrays: np.ndarray) -> int:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rrlfeh.io import atomic_path
+
 HEALPIX_LEVEL = 12
 SOURCE_ID_PIXEL_DIVISOR = 2**35
 
@@ -77,9 +79,7 @@ def sky_map(cat: pd.DataFrame, path: Path) -> Path:
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
-from rrlfeh.io import write_json, write_parquet
+from rrlfeh.io import atomic_path, write_json, write_parquet
 from rrlfeh.training.kfold import FitSettings, FoldJob, fit_fold, stratified_folds
 from rrlfeh.training.metrics import aggregate, regression_metrics
 from rrlfeh.training.tracking import TrackingSettings
@@ -172,10 +172,9 @@ def skipped_figures(kind: str, why: str, figures_dir: Path) -> list[Path]:
         ax.text(0.5, 0.5, f"{kind}: no K-fold\n{why}", ha="center", va="center", fontsize=11,
                 wrap=True)
         path = figures_dir / f"{kind}_{name}.png"
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        tmp.replace(path)
         paths.append(path)
     return paths
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
-from rrlfeh.io import write_json, write_parquet
+from rrlfeh.io import atomic_path, write_json, write_parquet
 from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
 from rrlfeh.preprocess.network_input import CHANNELS, network_input
 from rrlfeh.reasons import reason_counts
@@ -63,10 +63,8 @@ def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[st
 
 def save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
     """np.savez through a temporary file and a rename (a crash never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
     return path
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import RepeatedStratifiedKFold
 
+from rrlfeh.io import atomic_path
 from rrlfeh.training.metrics import regression_metrics
 from rrlfeh.training.tracking import TrackingSettings
 from rrlfeh.weights import stratified_split
@@ -164,10 +164,8 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
                             **{f"val_{k}": v for k, v in m_va.items() if k != "n"},
                             "best_epoch": best_epoch, "epochs_run": len(val_loss),
                             "fit_seconds": time.monotonic() - t0})
-        Path(job.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        tmp_model = job.model_path.with_name(f".{job.model_path.name}.tmp.keras")
-        model.save(tmp_model)
-        os.replace(tmp_model, job.model_path)
+        with atomic_path(job.model_path) as tmp_model:
+            model.save(tmp_model)
         result = {
             "kind": job.kind, "repeat": job.repeat, "fold": job.fold, "run_id": run.info.run_id,
             "best_epoch": best_epoch, "epochs_run": len(val_loss), "stopped_by": stopped_by,
@@ -176,9 +174,8 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
             "train_index": job.train_index.tolist(), "val_index": job.val_index.tolist(),
             "pred_train": pred_tr.tolist(), "pred_val": pred_va.tolist(),
         }
-        tmp = job.result_path.with_name(f".{job.result_path.name}.tmp")
-        tmp.write_text(json.dumps(result))
-        os.replace(tmp, job.result_path)
+        with atomic_path(job.result_path) as tmp:
+            tmp.write_text(json.dumps(result))
     log.info("%s: best epoch %d of %d (%s), val R2 %.3f RMSE %.3f wRMSE %.3f (%.0f s)", label,
              best_epoch, len(val_loss), stopped_by, m_va["r2"], m_va["rmse"], m_va["wrmse"],
              time.monotonic() - t0)
