@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ notes (tf.data attrs) are noise
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage reports from GX
+    # MLflow logs through its own handler, past our filter, in every process (the tune and
+    # K-fold workers print "Creating initial MLflow database tables" otherwise)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     configure_logging()
     args = build_parser().parse_args(argv)
     if args.stage in ("tune", "crossval", "train", "register", "score", "predict"):

@@ -25,7 +25,7 @@ from rrlfeh.data import schema
 from rrlfeh.io import atomic_path, write_json, write_parquet
 from rrlfeh.training.kfold import FitSettings, FoldJob, fit_fold, stratified_folds
 from rrlfeh.training.metrics import aggregate, regression_metrics
-from rrlfeh.training.tracking import TrackingSettings
+from rrlfeh.training.tracking import TrackingSettings, file_md5
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
     """Fit all folds of one type (resuming finished ones); returns (metrics, table, figures)."""
     import mlflow
 
-    from rrlfeh.stages.tune import code_digest, config_hash, file_digest
+    from rrlfeh.stages.tune import code_digest, config_hash
     from rrlfeh.training.arrays import load_training_set
     from rrlfeh.training.tracking import git_tags, log_data_inputs, log_params
 
@@ -127,7 +127,7 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
                       stop_fraction=float(c.get("stop_fraction", 0.15)))
     folds = stratified_folds(data.strata, n_splits, n_repeats, int(c["seed"]))
     ckpt = root / c["cache_dir"] / (f"{kind}-" + config_hash(
-        dict(network), dict(budget), dict(c), file_digest(path), code_digest()))
+        dict(network), dict(budget), dict(c), file_md5(path), code_digest()))
     ckpt.mkdir(parents=True, exist_ok=True)
     parent_file = ckpt / "mlflow_parent_run_id"
     client = mlflow.MlflowClient()

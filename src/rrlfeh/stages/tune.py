@@ -22,7 +22,7 @@ import numpy as np
 
 from rrlfeh.data import schema
 from rrlfeh.io import write_json
-from rrlfeh.training.tracking import TrackingSettings
+from rrlfeh.training.tracking import TrackingSettings, file_md5
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,6 @@ class TuneJob:
     root: str
     logged_params: dict[str, Any]
     objective_window: int = 1
-
-
-def file_digest(path: Path) -> str:
-    """md5 of a file (the training arrays a search or K-fold was made on)."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def code_digest() -> str:
@@ -167,7 +158,7 @@ def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path
             log.warning("%s: not tuned, %s", kind, out[kind]["skipped"])
             continue
         settings = [base, dict(t["space"]), dict(budget["tune"]), t["validation_fraction"],
-                    t["seed"], t.get("objective_window", 1), file_digest(path), code_digest()]
+                    t["seed"], t.get("objective_window", 1), file_md5(path), code_digest()]
         jobs.append(TuneJob(
             kind=kind, data_path=str(path), base=base,
             space={k: list(v) for k, v in t["space"].items()}, hyperband=dict(budget["tune"]),
