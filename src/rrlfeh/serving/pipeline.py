@@ -193,8 +193,7 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
         return
     ens = model.ensembles[kind]
     mean, spread = ens.predict(network_input(pc, ens.manifest.get("channels", CHANNELS)),
-                               batch_size=int(
-        model.settings.get("batch_size", 4096)), fused=True)
+                               batch_size=int(model.settings["batch_size"]), fused=True)
     at = where.reindex(pc.source_id).to_numpy()
     out.loc[at, "feh"] = mean
     out.loc[at, "feh_spread"] = spread

@@ -51,8 +51,7 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
         "derive": dict(params["acquire"].get("derive", {})),
         "domain": {"min_epochs": val.get("min_epochs"), "max_amplitude": val.get("max_amplitude"),
                    "period_range": {}},
-        "needs_period": True, "batch_size": int(params.get("register", {}).get("batch_size",
-                                                                               4096)),
+        "needs_period": True, "batch_size": int(params["register"]["batch_size"]),
         "data_digest": {}, "crossval": {},
     }
     needs: list[bool] = []
