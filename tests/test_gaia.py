@@ -14,7 +14,7 @@ import pytest
 from astropy.io import votable
 from astropy.table import Table
 
-from rrlfeh.data import gaia, layouts, schema
+from rrlfeh.data import gaia, gaia_client, layouts, schema
 
 GAIA = Path(__file__).parent / "data" / "gaia"
 FIXTURE_IDS = [4000000000000000001, 4000000000000000002, 4000000000000000003]
@@ -92,7 +92,7 @@ def fake(tmp_path):
 @pytest.fixture
 def no_sleep(monkeypatch):
     slept: list[float] = []
-    monkeypatch.setattr(gaia, "_sleep", slept.append)
+    monkeypatch.setattr(gaia_client, "_sleep", slept.append)
     return slept
 
 
@@ -298,7 +298,7 @@ def _skip_if_online() -> float:
     """Run the real probe; skip when the archive answers (these tests are for offline hosts)."""
     start = time.monotonic()
     try:
-        gaia.probe_archive(timeout_s=5.0)
+        gaia_client.probe_archive(timeout_s=5.0)
     except gaia.ArchiveUnreachable:
         return time.monotonic() - start
     pytest.skip("the Gaia archive is reachable from here; offline behaviour not testable")
@@ -307,7 +307,7 @@ def _skip_if_online() -> float:
 def test_real_probe_fails_fast_offline():
     start = time.monotonic()
     try:
-        gaia.probe_archive(timeout_s=5.0)
+        gaia_client.probe_archive(timeout_s=5.0)
     except gaia.ArchiveUnreachable as err:
         assert "gea.esac.esa.int:443" in str(err) and "cannot be reached" in str(err)
         assert time.monotonic() - start < 15
@@ -320,7 +320,7 @@ def test_probe_of_wrong_host_fails_within_its_timeout():
     # that accepts any connection, fails the TLS host check; either way, within the timeout.
     start = time.monotonic()
     with pytest.raises(gaia.ArchiveUnreachable, match="10.255.255.1"):
-        gaia.probe_archive("10.255.255.1", 443, timeout_s=2.0)
+        gaia_client.probe_archive("10.255.255.1", 443, timeout_s=2.0)
     assert time.monotonic() - start < 4
 
 

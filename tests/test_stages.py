@@ -152,10 +152,10 @@ def test_prefolded_curves_enter_at_preprocess(tmp_path: Path):
 
 
 def test_gaia_source_offline_stops_fast_with_a_clear_message(tmp_path: Path, capsys):
-    from rrlfeh.data import gaia
+    from rrlfeh.data import gaia, gaia_client
 
     try:
-        gaia.probe_archive(timeout_s=5.0)
+        gaia_client.probe_archive(timeout_s=5.0)
     except gaia.ArchiveUnreachable:
         pass
     else:

@@ -41,6 +41,8 @@ class GaiaSource:
     retries: int
     backoff_s: float
     timeout_s: float
+    archive_url: str = "https://gea.esac.esa.int/"  # TAP and DataLink base (a fake in tests)
+    reask: int = 2  # DataLink calls again for stars an answer left out
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,9 @@ def acquire_params(params: Mapping[str, Any], root: Path) -> AcquireParams:
                           max_stars=g.get("max_stars"), batch_size=int(g.get("batch_size", 5000)),
                           retries=int(g.get("retries", 4)),
                           backoff_s=float(g.get("backoff_s", 2.0)),
-                          timeout_s=float(g.get("timeout_s", 30.0)))
+                          timeout_s=float(g.get("timeout_s", 30.0)),
+                          archive_url=str(g.get("archive_url", GaiaSource.archive_url)),
+                          reask=int(g.get("reask", GaiaSource.reask)))
     if source == "files" and (files is None or files.epochs is None):
         raise ConfigError("acquire.source is 'files' but acquire.files.epochs is not set")
     if source == "gaia" and gaia is None:

@@ -1,52 +1,42 @@
 """Acquire the raw tables from the ESA Gaia archive with astroquery: stars, epochs and labels.
 
 Resumable (every finished batch of epoch photometry is cached atomically and skipped on rerun),
-retrying with exponential back-off, and quick to fail offline: a socket probe of the archive host
-runs before anything else and raises `ArchiveUnreachable` within seconds.
-`astroquery.gaia` is imported only inside `gaia_client`, because importing it contacts the archive.
-The client is injectable (tests pass a fake that answers like astroquery 0.4.11).
+retrying with exponential back-off on HTTP errors, resets, timeouts and truncated answers,
+re-asking the stars a DataLink answer left out, and quick to fail offline (the connection,
+probe and retries: `rrlfeh.data.gaia_client`). The client is injectable (tests pass one that
+answers like astroquery 0.4.11).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import socket
-import ssl
-import threading
-import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from rrlfeh.data import layouts, schema
+from rrlfeh.data.gaia_client import (  # noqa: F401  (the errors re-exported for callers)
+    ARCHIVE_URL,
+    ArchiveUnreachable,
+    BatchFailed,
+    astroquery_call,
+    gaia_client,
+    with_retries,
+)
+from rrlfeh.io import write_parquet, write_table
 
 log = logging.getLogger(__name__)
 
-GAIA_HOST = "gea.esac.esa.int"  # both the TAP and the DataLink (data-server) endpoints
-GAIA_PORT = 443
 MAX_IDS_PER_CALL = 5000  # the DataLink server refuses more ids in one call
 BATCH_PREFIX = "epoch_photometry-batch"
 MISSING_FILE = "missing_stars.csv"
 MISSING_REASON = "absent from the Gaia archive's EPOCH_PHOTOMETRY answer"
-
-T = TypeVar("T")
-_sleep: Callable[[float], None] = time.sleep  # module-level so tests can record the back-off
-
-
-class ArchiveUnreachable(ConnectionError):
-    """The Gaia archive host cannot be reached (no network, DNS failure, or no answer in time)."""
-
-
-class BatchFailed(RuntimeError):
-    """A call to the archive kept failing after all its retries."""
-
+WORK_DIR = "astroquery"  # under the cache: astroquery unpacks DataLink zips into the cwd
 
 class MissingStarsWarning(UserWarning):
     """Stars were asked for but the archive returned no epoch photometry for them."""
@@ -54,100 +44,6 @@ class MissingStarsWarning(UserWarning):
 
 class GaiaDataWarning(UserWarning):
     """Rows of an archive answer were rejected (the message names the source_ids and why)."""
-
-
-# --------------------------------------------------------------------------- connectivity
-
-def probe_archive(host: str = GAIA_HOST, port: int = GAIA_PORT, *, timeout_s: float = 5.0,
-                  tls: bool = True) -> None:
-    """Raise `ArchiveUnreachable` unless host:port answers within about `timeout_s` seconds.
-
-    Three steps share the time: DNS lookup (in a daemon thread, since `getaddrinfo` ignores socket
-    timeouts and can hang), TCP connect, and, with `tls`, a TLS handshake that verifies the host
-    name — a bare TCP connect is not enough where a gateway accepts connections to any address.
-    """
-    deadline = time.monotonic() + timeout_s
-    found: dict[str, Any] = {}
-
-    def resolve() -> None:
-        try:
-            found["addrs"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as err:
-            found["error"] = err
-
-    def unreachable(why: str) -> ArchiveUnreachable:
-        return ArchiveUnreachable(f"The Gaia archive cannot be reached: {host}:{port} ({why}). "
-                                  "Check the network, or use an offline data source.")
-
-    worker = threading.Thread(target=resolve, name=f"dns-{host}", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        raise unreachable(f"DNS lookup gave no answer within {timeout_s:g} s")
-    if "error" in found:
-        raise unreachable(f"DNS lookup failed: {found['error']}")
-    errors = []
-    for family, kind, proto, _, address in found["addrs"]:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            errors.append(f"no answer within {timeout_s:g} s")
-            break
-        try:
-            with socket.socket(family, kind, proto) as sock:
-                sock.settimeout(left)
-                sock.connect(address)
-                if tls:
-                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                    context = ssl.create_default_context()
-                    with context.wrap_socket(sock, server_hostname=host):
-                        pass
-                return
-        except OSError as err:  # ssl.SSLError and socket.timeout are OSErrors too
-            errors.append(f"{address[0]}: {err or type(err).__name__}")
-    raise unreachable(f"{'TLS' if tls else 'TCP'} connection failed: {'; '.join(errors)}")
-
-
-@contextlib.contextmanager
-def socket_timeout(timeout_s: float) -> Iterator[None]:
-    """Set the default socket timeout for the block (astroquery's TAP client sets none)."""
-    before = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout_s)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(before)
-
-
-def gaia_client(*, timeout_s: float = 30.0, probe_timeout_s: float = 5.0) -> Any:
-    """A live astroquery Gaia client, after the connectivity probe (imports astroquery lazily)."""
-    probe_archive(timeout_s=probe_timeout_s)
-    with socket_timeout(timeout_s):
-        from astroquery.gaia import GaiaClass  # contacts the archive on import
-
-        return GaiaClass(show_server_messages=False)
-
-
-def _with_retries(call: Callable[[], T], *, what: str, retries: int, backoff_s: float) -> T:
-    """Run `call`; on failure retry up to `retries` times, sleeping backoff_s * 2**k between tries.
-
-    Programming errors (TypeError, AttributeError, NameError) are not retried.
-    """
-    last: Exception | None = None
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except (TypeError, AttributeError, NameError):
-            raise
-        except Exception as err:  # network, HTTP, truncated-download errors: all worth a retry
-            last = err
-            if attempt == retries:
-                break
-            delay = backoff_s * 2.0 ** attempt
-            log.warning("%s failed (%s: %s); retry %d/%d in %.3g s",
-                        what, type(err).__name__, err, attempt + 1, retries, delay)
-            _sleep(delay)
-    raise BatchFailed(f"{what} failed after {retries + 1} attempts; last error "
-                      f"{type(last).__name__}: {last}") from last
 
 
 # --------------------------------------------------------------------------- stars
@@ -168,36 +64,39 @@ def rrlyrae_adql(max_stars: int | None = None) -> str:
 
 def query_rrlyrae(*, max_stars: int | None = None, client: Any = None, timeout_s: float = 30.0,
                   retries: int = 4, backoff_s: float = 2.0, probe_timeout_s: float = 5.0,
-                  phi31_shift_rad: float = 0.0) -> pd.DataFrame:
+                  phi31_shift_rad: float = 0.0, archive_url: str = ARCHIVE_URL) -> pd.DataFrame:
     """Stars table (schema.STARS) of Gaia DR3 RRab and RRc stars, ordered by source_id.
 
     See `stars_from_archive` for the column mapping and the phi31 convention assumed.
     """
     found = query_vari_rrlyrae(max_stars=max_stars, client=client, timeout_s=timeout_s,
                                retries=retries, backoff_s=backoff_s,
-                               probe_timeout_s=probe_timeout_s)
+                               probe_timeout_s=probe_timeout_s, archive_url=archive_url)
     return stars_from_archive(found, phi31_shift_rad=phi31_shift_rad)
 
 
 def query_vari_rrlyrae(*, max_stars: int | None = None, client: Any = None,
                        timeout_s: float = 30.0, retries: int = 4, backoff_s: float = 2.0,
-                       probe_timeout_s: float = 5.0) -> pd.DataFrame:
+                       probe_timeout_s: float = 5.0,
+                       archive_url: str = ARCHIVE_URL) -> pd.DataFrame:
     """The archive's answer to `rrlyrae_adql` as it came (lower-case column names).
 
-    Runs as an asynchronous job (the sync endpoint caps its rows), retried with back-off.
+    Runs as an asynchronous job (the sync endpoint caps its rows), retried with back-off (a new
+    job each try); a truncated answer fails to parse and is retried, never kept short.
     """
     if max_stars is not None and (int(max_stars) != max_stars or max_stars < 1):
         raise ValueError(f"max_stars must be a positive integer or None, not {max_stars!r}")
-    client = client if client is not None else gaia_client(timeout_s=timeout_s,
-                                                           probe_timeout_s=probe_timeout_s)
+    if client is None:
+        client = gaia_client(archive_url=archive_url, timeout_s=timeout_s,
+                             probe_timeout_s=probe_timeout_s)
     query = rrlyrae_adql(max_stars)
 
     def run() -> pd.DataFrame:
-        with socket_timeout(timeout_s):
+        with astroquery_call(timeout_s):
             table = client.launch_job_async(query).get_results()
         return layouts.astropy_to_pandas([table], "vari_rrlyrae query")
 
-    found = _with_retries(run, what="vari_rrlyrae query", retries=retries, backoff_s=backoff_s)
+    found = with_retries(run, what="vari_rrlyrae query", retries=retries, backoff_s=backoff_s)
     return found.rename(columns={c: str(c).lower() for c in found.columns})
 
 
@@ -299,17 +198,24 @@ def _alias_key(name: object) -> str:
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
-def read_labels(path: str | Path) -> pd.DataFrame:
+def read_labels(path: str | Path, *,
+                set_aside: list[pd.DataFrame] | None = None) -> pd.DataFrame:
     """Labels table (schema.LABELS) from a Muraveva et al. 2025-form catalogue file.
 
     csv, parquet, FITS or VOTable, with source_id and [Fe/H] under common names (feh, FeH,
     [Fe/H], FeH_our; errors e_FeH, feh_err, sigma_feh...). A missing error column becomes NaN.
     Gaia DR2 ids (e.g. source_id_dr2) are deliberately NOT accepted: they differ from DR3 ids.
+    Labels that cannot be read are left out with a warning and, when `set_aside` is a list,
+    appended to it as (source_id, reason); a file where none can be read is an error.
     """
-    return labels_from_frame(layouts.read_table(path), origin=str(path))
+    return labels_from_frame(layouts.read_table(path), origin=str(path), set_aside=set_aside)
 
 
-def labels_from_frame(df: pd.DataFrame, *, origin: str = "labels") -> pd.DataFrame:
+_DECIMAL_COMMA = r"^[+-]?\d*,\d+$"
+
+
+def labels_from_frame(df: pd.DataFrame, *, origin: str = "labels",
+                      set_aside: list[pd.DataFrame] | None = None) -> pd.DataFrame:
     """Map a catalogue DataFrame to schema.LABELS (see `read_labels`)."""
     chosen: dict[str, str] = {}
     for role, aliases in _LABEL_ALIASES.items():
@@ -323,19 +229,51 @@ def labels_from_frame(df: pd.DataFrame, *, origin: str = "labels") -> pd.DataFra
             raise schema.SchemaError(f"{origin}: no {role!r} column (accepted names: "
                                      f"{list(_LABEL_ALIASES[role])}, any case/punctuation; "
                                      f"have {list(df.columns)})")
+    if df.empty:
+        raise schema.SchemaError(f"{origin}: no label rows (the file has only a header)")
     out = pd.DataFrame({role: df[col] for role, col in chosen.items()})
     if out["source_id"].isna().any():
         raise schema.SchemaError(f"{origin}: {int(out['source_id'].isna().sum())} rows "
                                  "have no source_id")
-    out["source_id"] = pd.to_numeric(out["source_id"], errors="raise").astype("int64")
-    out["feh"] = pd.to_numeric(out["feh"], errors="coerce").astype("float64")
-    no_feh = ~np.isfinite(out["feh"].to_numpy())
-    if no_feh.any():
-        ids = out.loc[no_feh, "source_id"].tolist()
-        warnings.warn(f"{origin}: rejected {len(ids)} labels with a null or non-numeric [Fe/H]: "
-                      f"source_id {ids[:20]}{' ...' if len(ids) > 20 else ''}",
+    try:
+        out["source_id"] = pd.to_numeric(out["source_id"], errors="raise").astype("int64")
+    except (TypeError, ValueError) as err:
+        raise schema.SchemaError(f"{origin}: column {chosen['source_id']!r} is not an integer "
+                                 f"Gaia DR3 source_id ({err})") from err
+    name = Path(origin).name
+    why = np.full(len(out), None, dtype=object)  # the reason a label is left out, per row
+    for role in [r for r in ("feh", "feh_error") if r in out.columns]:
+        what, col = ("[Fe/H]" if role == "feh" else "[Fe/H] error"), chosen[role]
+        text = out[role].map(lambda v: v.replace("\u2212", "-").strip()  # Unicode minus
+                             if isinstance(v, str) else v)
+        values = pd.to_numeric(text, errors="coerce").astype("float64")
+        as_text = text.astype("string")
+        unread = (values.isna() & text.notna() & (as_text.str.lower() != "nan")).to_numpy(bool)
+        comma = unread & as_text.str.fullmatch(_DECIMAL_COMMA).fillna(False).to_numpy(bool)
+        if unread.any() and values.isna().all():  # not one number: the file, not a star
+            example = str(text[comma].iloc[0] if comma.any() else text[unread].iloc[0])
+            problem = (f"decimal commas in column {col}: e.g. {example!r}; write '.' decimals"
+                       if comma.any() else f"column {col} holds no number, e.g. {example!r}")
+            raise schema.SchemaError(f"{origin}: no {what} could be read: {problem}")
+        missing = ~unread & ~np.isfinite(values.to_numpy()) if role == "feh" else ~unread & False
+        for mask, reason in ((comma, f"label {what} not a number (decimal comma, in {name})"),
+                             (unread, f"label {what} not a number (in {name})"),
+                             (missing, f"label {what} missing or not finite (in {name})")):
+            why[mask & pd.isna(why)] = reason
+        out[role] = values
+    if not np.isfinite(out["feh"].to_numpy()).any():
+        raise schema.SchemaError(f"{origin}: no [Fe/H] could be read: column {chosen['feh']} "
+                                 f"is empty or not finite in all {len(out)} rows")
+    bad = pd.notna(why)
+    if bad.any():
+        ids = out.loc[bad, "source_id"].tolist()
+        warnings.warn(f"{origin}: rejected {len(ids)} labels with a null or non-numeric [Fe/H] "
+                      f"or [Fe/H] error: source_id {ids[:20]}{' ...' if len(ids) > 20 else ''}",
                       GaiaDataWarning, stacklevel=2)
-        out = out.loc[~no_feh]
+        if set_aside is not None:
+            set_aside.append(pd.DataFrame({"source_id": out.loc[bad, "source_id"].to_numpy(),
+                                           "reason": why[bad]}))
+        out = out.loc[~bad]
     dup = out["source_id"].duplicated(keep=False)
     if dup.any():
         raise schema.SchemaError(f"{origin}: source_id repeated: "
@@ -385,16 +323,6 @@ def epochs_from_datalink(result: dict[str, Any], requested: np.ndarray) -> pd.Da
     return epochs
 
 
-def _write_atomically(df: pd.DataFrame, path: Path) -> None:
-    """Write parquet to a temporary file beside `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def missing_stars(source_ids: Iterable[int], epochs: pd.DataFrame) -> pd.DataFrame:
     """Stars asked for that have no row in `epochs`: (source_id, reason), sorted."""
     asked = np.unique(np.asarray(list(source_ids), dtype="int64"))
@@ -403,17 +331,56 @@ def missing_stars(source_ids: Iterable[int], epochs: pd.DataFrame) -> pd.DataFra
                          "reason": pd.Series([MISSING_REASON] * len(absent), dtype="string")})
 
 
+def fetch_batch(client: Any, ids: np.ndarray, *, what: str, reask: int = 2, retries: int = 4,
+                backoff_s: float = 2.0, timeout_s: float = 30.0, work_dir: Path | None = None,
+                data_release: str = "Gaia DR3") -> pd.DataFrame:
+    """Epochs of one batch: a DataLink call (retried), then up to `reask` calls for the stars its
+    answer left out. Stars still absent stay absent (the archive has no light curve for them);
+    a call that keeps failing raises `BatchFailed` naming the batch and the stars not fetched."""
+    parts: list[pd.DataFrame] = []
+    wanted = np.asarray(ids, dtype="int64")
+    for round_ in range(reask + 1):
+        def load(ask: np.ndarray = wanted) -> pd.DataFrame:
+            with astroquery_call(timeout_s, work_dir):
+                result = client.load_data(ids=[int(x) for x in ask], data_release=data_release,
+                                          retrieval_type="EPOCH_PHOTOMETRY",
+                                          data_structure="INDIVIDUAL", format="votable",
+                                          valid_data=False)
+            return epochs_from_datalink(result, ask)  # a truncated VOTable fails here: retried
+
+        call = what if round_ == 0 else f"{what}, re-ask {round_}/{reask}"
+        try:
+            part = with_retries(load, what=call, retries=retries, backoff_s=backoff_s)
+        except BatchFailed as err:
+            raise BatchFailed(f"{err}; not fetched: {len(wanted)} stars, source_id "
+                              f"{_ids_text(wanted)}") from err.__cause__
+        parts.append(part)
+        wanted = wanted[~np.isin(wanted, part["source_id"].to_numpy())]
+        if not len(wanted):
+            break
+        if round_ < reask:
+            log.warning("%s: the answer lacks %d of the %d stars asked (source_id %s); asking "
+                        "for them again", call, len(wanted), len(ids), _ids_text(wanted))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _ids_text(ids: Iterable[int], shown: int = 20) -> str:
+    ids = [int(i) for i in ids]
+    return f"{ids[:shown]}{' ...' if len(ids) > shown else ''}"
+
+
 def fetch_epoch_photometry(source_ids: Iterable[int], cache_dir: str | Path, *,
                            batch_size: int = MAX_IDS_PER_CALL, retries: int = 4,
                            backoff_s: float = 2.0, timeout_s: float = 30.0, client: Any = None,
-                           probe_timeout_s: float = 5.0,
-                           data_release: str = "Gaia DR3") -> pd.DataFrame:
+                           probe_timeout_s: float = 5.0, data_release: str = "Gaia DR3",
+                           archive_url: str = ARCHIVE_URL, reask: int = 2) -> pd.DataFrame:
     """Epochs table (schema.EPOCHS, G band, rejected rows kept) for `source_ids` from DataLink.
 
-    Ids are sorted and split into batches of <= batch_size; each batch is one `load_data` call
-    (INDIVIDUAL votable, valid_data=False), retried with back-off, and cached atomically in
-    `cache_dir`; a rerun skips cached batches, so it fetches only what is missing (and needs no
-    network when nothing is). Stars absent from the answer are written to
+    Ids are sorted and split into batches of <= batch_size; each batch is fetched by
+    `fetch_batch` (INDIVIDUAL votable, valid_data=False) and cached atomically in `cache_dir`
+    (a killed run leaves no partial batch file); a rerun skips cached batches, so it fetches only
+    what is missing (and needs no network when nothing is). Each star comes from the one batch
+    that asked for it, so none appears twice. Stars absent from the answers are written to
     cache_dir/missing_stars.csv and announced with a `MissingStarsWarning`.
     """
     cache_dir = Path(cache_dir)
@@ -424,22 +391,16 @@ def fetch_epoch_photometry(source_ids: Iterable[int], cache_dir: str | Path, *,
     log.info("epoch photometry: %d batches, %d cached, %d to fetch",
              len(plan), len(plan) - len(todo), len(todo))
     if todo and client is None:
-        client = gaia_client(timeout_s=timeout_s, probe_timeout_s=probe_timeout_s)
+        client = gaia_client(archive_url=archive_url, timeout_s=timeout_s,
+                             probe_timeout_s=probe_timeout_s)
     for i in todo:
         ids = plan[i]
-
-        def load(ids: np.ndarray = ids) -> dict[str, Any]:
-            with socket_timeout(timeout_s):
-                return client.load_data(ids=[int(x) for x in ids],
-                                        data_release=data_release,
-                                        retrieval_type="EPOCH_PHOTOMETRY",
-                                        data_structure="INDIVIDUAL", format="votable",
-                                        valid_data=False)
-
         what = (f"EPOCH_PHOTOMETRY batch {i + 1}/{len(plan)} "
                 f"(source_id {ids[0]}..{ids[-1]}, {len(ids)} stars)")
-        result = _with_retries(load, what=what, retries=retries, backoff_s=backoff_s)
-        _write_atomically(epochs_from_datalink(result, ids), paths[i])
+        batch = fetch_batch(client, ids, what=what, reask=reask, retries=retries,
+                            backoff_s=backoff_s, timeout_s=timeout_s,
+                            work_dir=cache_dir / WORK_DIR, data_release=data_release)
+        write_parquet(batch, paths[i])
         log.info("%s cached in %s", what, paths[i].name)
 
     frames = [pd.read_parquet(path) for path in paths]
@@ -447,14 +408,17 @@ def fetch_epoch_photometry(source_ids: Iterable[int], cache_dir: str | Path, *,
               else pd.DataFrame({c: pd.Series(dtype=t) for c, t in schema.EPOCHS.items()}))
     epochs = epochs.sort_values(["source_id", "transit_id"], kind="stable")
     epochs = schema.conform(epochs, schema.EPOCHS, "epochs")
+    twice = epochs.duplicated(["source_id", "transit_id"], keep=False)
+    if twice.any():  # cannot happen with disjoint batches; a stale cache would show here
+        raise schema.SchemaError(f"epochs of {cache_dir} repeat transits of source_id "
+                                 f"{_ids_text(epochs.loc[twice, 'source_id'].unique())}")
 
     absent = missing_stars(np.concatenate(plan) if plan else [], epochs)
-    absent.to_csv(cache_dir / MISSING_FILE, index=False)
+    write_table(absent, cache_dir / MISSING_FILE)
     if len(absent):
-        ids = absent["source_id"].tolist()
-        warnings.warn(f"{len(ids)} stars have no epoch photometry in the archive "
-                      f"(listed in {cache_dir / MISSING_FILE}): source_id {ids[:20]}"
-                      f"{' ...' if len(ids) > 20 else ''}", MissingStarsWarning, stacklevel=2)
+        warnings.warn(f"{len(absent)} stars have no epoch photometry in the archive "
+                      f"(listed in {cache_dir / MISSING_FILE}): source_id "
+                      f"{_ids_text(absent['source_id'])}", MissingStarsWarning, stacklevel=2)
     return epochs
 
 
@@ -465,8 +429,10 @@ def acquire_from_gaia(cache_dir: str | Path, labels_path: str | Path | None, *,
                       retries: int = 4, backoff_s: float = 2.0, timeout_s: float = 30.0,
                       client: Any = None, probe_timeout_s: float = 5.0,
                       phi31_shift_rad: float = 0.0, data_release: str = "Gaia DR3",
+                      archive_url: str = ARCHIVE_URL, reask: int = 2,
                       ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(stars, epochs, labels, rejected) from the archive, the query answer cached too.
+    """(stars, epochs, labels, rejected) from the archive at `archive_url`, the query answer
+    cached too.
 
     `rejected` (source_id, reason) lists the query rows that cannot become stars and the stars
     without epoch photometry; those are not in `stars`. Labels are read first (a bad path fails
@@ -484,15 +450,17 @@ def acquire_from_gaia(cache_dir: str | Path, labels_path: str | Path | None, *,
         answer = pd.read_parquet(answer_file)
     else:
         if client is None:
-            client = gaia_client(timeout_s=timeout_s, probe_timeout_s=probe_timeout_s)
+            client = gaia_client(archive_url=archive_url, timeout_s=timeout_s,
+                                 probe_timeout_s=probe_timeout_s)
         answer = query_vari_rrlyrae(max_stars=max_stars, client=client, timeout_s=timeout_s,
                                     retries=retries, backoff_s=backoff_s)
-        _write_atomically(answer, answer_file)
+        write_parquet(answer, answer_file)
     stars = stars_from_archive(answer, phi31_shift_rad=phi31_shift_rad)
     epochs = fetch_epoch_photometry(stars["source_id"], cache_dir, batch_size=batch_size,
                                     retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
                                     client=client, probe_timeout_s=probe_timeout_s,
-                                    data_release=data_release)
+                                    data_release=data_release, archive_url=archive_url,
+                                    reask=reask)
     absent = missing_stars(stars["source_id"], epochs)
     rejected = pd.concat([archive_rejects(answer), absent], ignore_index=True)
     stars = stars[~stars["source_id"].isin(absent["source_id"])].reset_index(drop=True)

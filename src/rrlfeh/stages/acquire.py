@@ -34,14 +34,15 @@ def from_synthetic(kwargs: dict[str, Any]) -> RawTables:
 
 
 def from_gaia(p: AcquireParams, client: Any = None) -> RawTables:
-    """The Gaia archive through astroquery (resumable batches); `client` replaces astroquery's
-    Gaia object (tests inject one at that boundary)."""
+    """The Gaia archive at acquire.gaia.archive_url through astroquery (resumable batches);
+    `client` replaces astroquery's Gaia object (tests inject one at that boundary)."""
     from rrlfeh.data.gaia import acquire_from_gaia
 
     g = p.gaia
     stars, epochs, labels, rejected = acquire_from_gaia(
         g.cache_dir, g.labels, max_stars=g.max_stars, batch_size=g.batch_size,
-        retries=g.retries, backoff_s=g.backoff_s, timeout_s=g.timeout_s, client=client)
+        retries=g.retries, backoff_s=g.backoff_s, timeout_s=g.timeout_s, client=client,
+        archive_url=g.archive_url, reask=g.reask)
     return RawTables(stars=stars, epochs=epochs, labels=labels,
                      rejected=rejected.assign(stage="acquire")).conformed()
 
