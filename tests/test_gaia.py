@@ -15,6 +15,7 @@ from astropy.io import votable
 from astropy.table import Table
 
 from rrlfeh.data import gaia, gaia_client, layouts, schema
+from rrlfeh.data import labels as label_files
 
 GAIA = Path(__file__).parent / "data" / "gaia"
 FIXTURE_IDS = [4000000000000000001, 4000000000000000002, 4000000000000000003]
@@ -152,7 +153,7 @@ def test_read_labels_aliases_and_formats(tmp_path):
     table = pd.DataFrame({"Source": [3, 1, 2], "[Fe/H]": [-1.5, -0.9, -2.1],
                           "e_[Fe/H]": [0.2, 0.3, 0.25]})
     table.to_csv(tmp_path / "m25.csv", index=False)
-    labels = gaia.read_labels(tmp_path / "m25.csv")
+    labels = label_files.read_labels(tmp_path / "m25.csv")
     assert list(labels.columns) == list(schema.LABELS)
     assert labels["feh_error"].tolist() == [0.2, 0.3, 0.25]
     other = pd.DataFrame({"source_id": [5, 6], "FeH": [-1.0, -1.2], "feh_err": [0.1, 0.2]})
@@ -160,29 +161,29 @@ def test_read_labels_aliases_and_formats(tmp_path):
     Table.from_pandas(other).write(tmp_path / "m25.fits")
     Table.from_pandas(other).write(tmp_path / "m25.vot", format="votable")
     for name in ("m25.parquet", "m25.fits", "m25.vot"):
-        got = gaia.read_labels(tmp_path / name)
+        got = label_files.read_labels(tmp_path / name)
         assert got["source_id"].tolist() == [5, 6] and got["feh_error"].tolist() == [0.1, 0.2]
 
 
 def test_read_labels_errors(tmp_path):
     pd.DataFrame({"source_id": [1], "feh": [-1.0], "FeH": [-1.1]}).to_csv(tmp_path / "a.csv")
     with pytest.raises(schema.SchemaError, match="several columns"):
-        gaia.read_labels(tmp_path / "a.csv")
+        label_files.read_labels(tmp_path / "a.csv")
     pd.DataFrame({"source_id_dr2": [1], "feh": [-1.0]}).to_csv(tmp_path / "b.csv", index=False)
     with pytest.raises(schema.SchemaError, match="no 'source_id' column"):
-        gaia.read_labels(tmp_path / "b.csv")
+        label_files.read_labels(tmp_path / "b.csv")
     pd.DataFrame({"source_id": [1, 2, 3], "feh": [-1.0, None, -1.2]}).to_csv(tmp_path / "c.csv",
                                                                              index=False)
-    with pytest.warns(gaia.GaiaDataWarning, match=r"source_id \[2\]"):
-        assert gaia.read_labels(tmp_path / "c.csv")["source_id"].tolist() == [1, 3]
+    with pytest.warns(label_files.LabelWarning, match=r"source_id \[2\]"):
+        assert label_files.read_labels(tmp_path / "c.csv")["source_id"].tolist() == [1, 3]
     pd.DataFrame({"source_id": [1, 1], "feh": [-1.0, -1.1]}).to_csv(tmp_path / "d.csv")
     with pytest.raises(schema.SchemaError, match="repeated"):
-        gaia.read_labels(tmp_path / "d.csv")
+        label_files.read_labels(tmp_path / "d.csv")
 
 
 @pytest.mark.realdata
 def test_read_shared_labels(shared_data):
-    labels = gaia.read_labels(shared_data / "gaia_dr3" / "labels_dev.csv")
+    labels = label_files.read_labels(shared_data / "gaia_dr3" / "labels_dev.csv")
     assert len(labels) == 568 and labels["feh_error"].isna().all()
     assert labels["feh"].between(-4, 1).all()
 

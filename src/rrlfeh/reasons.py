@@ -1,4 +1,4 @@
-"""Counting rejection reasons for metrics: one key per kind of reason, not per star."""
+"""Rejection reasons: one row a star, and counts for metrics (one key per kind of reason)."""
 
 from __future__ import annotations
 
@@ -14,3 +14,12 @@ def reason_counts(reasons: pd.Series) -> dict[str, int]:
              .str.replace(_DETAILS, "", regex=True)
              .str.replace(_NUMBERS, "#", regex=True).str.strip())
     return {str(k): int(v) for k, v in kinds.value_counts().items()}
+
+
+def one_row_a_star(rejected: pd.DataFrame) -> pd.DataFrame:
+    """Rejections merged per star (a star set aside and with an unreadable label is one row,
+    its reasons '; '-joined), in first-seen order."""
+    if not rejected["source_id"].duplicated().any():
+        return rejected
+    return (rejected.groupby("source_id", sort=False)
+            .agg(stage=("stage", "first"), reason=("reason", "; ".join)).reset_index())

@@ -136,11 +136,15 @@ def complete_stars(catalogue: pd.DataFrame | None, epochs: pd.DataFrame,
 def acquire_from_files(epochs_path: Path, labels_path: Path | None, stars_path: Path | None = None,
                        derive_kwargs: Mapping[str, Any] | None = None) -> RawTables:
     """Read local extracts and complete the stars table from the light curves where needed."""
-    from rrlfeh.data.gaia import read_labels
+    from rrlfeh.data.labels import read_labels
     from rrlfeh.data.layouts import read_epoch_photometry, read_table
 
     epochs = read_epoch_photometry(epochs_path)
-    labels = read_labels(labels_path) if labels_path is not None else empty(schema.LABELS)
+    bad_labels: list[pd.DataFrame] = []
+    labels = (read_labels(labels_path, set_aside=bad_labels) if labels_path is not None
+              else empty(schema.LABELS))
     catalogue = read_table(stars_path) if stars_path is not None else None
     stars, rejected = complete_stars(catalogue, epochs, derive_kwargs or {})
+    rejected = pd.concat([rejected, *[b.assign(stage="acquire") for b in bad_labels]],
+                         ignore_index=True)
     return RawTables(stars=stars, epochs=epochs, labels=labels, rejected=rejected).conformed()

@@ -130,8 +130,23 @@ def _unmask(cell: object) -> object:
 
 
 def read_epoch_photometry(path: str | Path) -> pd.DataFrame:
-    """Epochs table from a parquet, csv, VOTable (.xml/.vot) or FITS file in either layout."""
-    return to_epochs(read_table(path))
+    """Epochs table from a parquet, csv, VOTable (.xml/.vot) or FITS file in either layout.
+
+    A file without a G epoch row, or whose columns fit neither layout, is an error naming it.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise LayoutError(f"{path}: no epoch rows (empty file, 0 bytes)")
+    table = read_table(path)  # its errors name the file
+    if table.empty:
+        raise LayoutError(f"{path}: no epoch rows (the file has only a header)")
+    try:
+        epochs = to_epochs(table)
+    except (ValueError, TypeError) as err:  # LayoutError, SchemaError, a non-integer id
+        raise LayoutError(f"{path}: {err}") from err
+    if epochs.empty:
+        raise LayoutError(f"{path}: no G-band epoch rows (of {len(table)} rows)")
+    return epochs
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -140,10 +155,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise LayoutError(f"{path}: empty file (0 bytes), no rows")
     if suffix == ".parquet":
         return pd.read_parquet(path)
     if suffix == ".csv":
-        return pd.read_csv(path)
+        return _read_csv(path)
     if suffix in VOTABLE_SUFFIXES:
         from astropy.io import votable
 
@@ -155,6 +172,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
         return astropy_to_pandas([Table.read(path)], str(path))
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .parquet, .csv, "
                      f"{', '.join(VOTABLE_SUFFIXES)} or .fits")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A comma-separated file; one ';'- or tab-separated is an error saying so (the columns
+    would otherwise run together into one and every later message would be about that)."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise LayoutError(f"{path}: not a readable CSV file ({str(err).strip()})") from err
+    if df.shape[1] == 1:
+        header = str(df.columns[0])
+        for sep, name in ((";", "semicolon"), ("\t", "tab")):
+            if sep in header:
+                raise LayoutError(f"{path}: {name}-separated (header {header[:60]!r}); "
+                                  "rrlfeh reads comma-separated CSV with '.' decimals")
+    return df
 
 
 def astropy_to_pandas(tables: list, origin: str) -> pd.DataFrame:
@@ -202,7 +235,10 @@ def _ids(values: pd.Series, name: str) -> np.ndarray:
     if values.isna().any():
         n_null = int(values.isna().sum())
         raise LayoutError(f"column {name!r} has null identifiers in {n_null} rows")
-    return values.astype("int64").to_numpy()
+    try:
+        return values.astype("int64").to_numpy()
+    except (TypeError, ValueError) as err:
+        raise LayoutError(f"column {name!r} is not an integer identifier ({err})") from err
 
 
 def _length(value: object) -> int:

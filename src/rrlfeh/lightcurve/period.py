@@ -22,6 +22,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import betainc
 
 TWO_PI = 2.0 * np.pi
+# the coarse grid's size bound: 1e6 trial frequencies is a baseline of ~50,000 d at 0.2-1 d
+MAX_TRIAL_FREQUENCIES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,9 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
     f_min, f_max = 1.0 / max_period, 1.0 / min_period
     df = 1.0 / (oversampling * baseline)
     n_freq = int(np.ceil((f_max - f_min) / df)) + 1
+    if n_freq > MAX_TRIAL_FREQUENCIES:  # a Gaia baseline (~1,000 d) needs ~20,000
+        raise ValueError(f"time baseline {baseline:.3g} d would need {float(n_freq):.2g} "
+                         f"trial frequencies (> {MAX_TRIAL_FREQUENCIES:.0e}); times in days?")
     # coarse stage on magnitude ranks, unweighted: any monotonic transform keeps the period,
     # and ranks bound the pull of the wild points Gaia curves keep after the rejection flags
     ranks = (np.argsort(np.argsort(mag)) + 0.5) / n

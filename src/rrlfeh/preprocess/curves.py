@@ -240,15 +240,23 @@ class _Reasons:
 def _epoch_arrays(source_id, x, mag, mag_error, name: str):
     """The flat per-epoch inputs as numpy arrays of equal length (ValueError otherwise)."""
     sid = np.asarray(source_id).astype(np.int64, copy=False).ravel()
-    x = np.asarray(x, float).ravel()
-    m = np.asarray(mag, float).ravel()
-    err = None if mag_error is None else np.asarray(mag_error, float).ravel()
+    x, m = _numbers(x), _numbers(mag)
+    err = None if mag_error is None else _numbers(mag_error)
     sizes = {"source_id": sid.size, name: x.size, "mag": m.size}
     if err is not None:
         sizes["mag_error"] = err.size
     if len(set(sizes.values())) != 1:
         raise ValueError(f"per-epoch arrays must have equal lengths, got {sizes}")
     return sid, x, m, err
+
+
+def _numbers(values) -> np.ndarray:
+    """A flat float64 array; entries that are not numbers (text, None in an object array) are
+    NaN, so their star is judged by the usable-epoch rules instead of the whole batch failing."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuf":
+        return arr.astype(float, copy=False).ravel()
+    return pd.to_numeric(pd.Series(arr.ravel(), dtype=object), errors="coerce").to_numpy(float)
 
 
 def _link(sid: np.ndarray, star_id) -> tuple[np.ndarray, np.ndarray]:
@@ -259,7 +267,7 @@ def _link(sid: np.ndarray, star_id) -> tuple[np.ndarray, np.ndarray]:
 
 def _star_array(values, stars: np.ndarray, name: str) -> np.ndarray:
     """A per-star input as a float array aligned with `stars` (ValueError on a length mismatch)."""
-    out = np.asarray(values, float).ravel()
+    out = _numbers(values)
     if out.size != stars.size:
         raise ValueError(f"{name} has {out.size} entries but there are {stars.size} stars")
     return out

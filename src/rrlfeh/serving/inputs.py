@@ -90,6 +90,27 @@ def read_request(frame: pd.DataFrame) -> Request:
     return Request(form=form, epochs=epochs, stars=stars, problems=problems)
 
 
+def signature_types(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the dtypes of the model's signature, values unchanged: numbers float64
+    (integer times or magnitudes from a CSV too), source_id int64, `rejected` bool, `type` text.
+    MLflow's own schema check refuses an integer column for a double and, in process, raises
+    with the whole frame in its message; a column that is not what it should be is a
+    RequestError in one line here instead."""
+    out = frame.copy()
+    for col in out.columns:
+        name = str(col).strip().lower()
+        if name == "source_id":
+            out[col] = _source_ids(out[col])
+        elif name == "rejected":
+            out[col] = _flags(out[col])
+        elif name == "type":
+            out[col] = out[col].map(lambda v: None if pd.isna(v) else str(v)).astype(object)
+        elif name in ("time", "phase", "mag", "mag_error", "flux", "flux_error", "period",
+                      "epoch_max"):
+            out[col] = _numbers(out[col], name)
+    return out
+
+
 def read_epoch_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A user's table as the long form: the Gaia INDIVIDUAL / RAW layouts through the layout
     reader (G band, `rejected` from Gaia's flags), anything else unchanged."""

@@ -16,7 +16,7 @@ from rrlfeh.config import AcquireParams
 from rrlfeh.data import schema
 from rrlfeh.data.files import RawTables, acquire_from_files, empty
 from rrlfeh.io import write_json, write_parquet
-from rrlfeh.reasons import reason_counts
+from rrlfeh.reasons import one_row_a_star, reason_counts
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ def run(p: AcquireParams, metrics_path: Path) -> dict[str, Any]:
     tables = collect(p)
     # star by star: `score` streams the epochs in chunks of whole stars
     epochs = tables.epochs.sort_values(["source_id", "time"], kind="stable", ignore_index=True)
-    tables = dataclasses.replace(tables, epochs=epochs)
+    # one row a star set aside (e.g. no photometry and an unreadable label): reasons '; '-joined
+    tables = dataclasses.replace(tables, epochs=epochs,
+                                 rejected=one_row_a_star(tables.rejected)).conformed()
     for name in OUTPUTS:
         write_parquet(getattr(tables, name), p.out_dir / f"{name}.parquet")
     metrics = {"source": p.source, **summarise(tables)}
