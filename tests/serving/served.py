@@ -59,12 +59,13 @@ class Server:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
-def start_server(project: Path, log: Path, port: int | None = None) -> Server:
-    """`mlflow models serve` in its own session, once /ping answers (AssertionError with the
-    server's log when it exits or is not up within START_TIMEOUT_S)."""
+def start_server(project: Path, log: Path, port: int | None = None, workers: int = 1) -> Server:
+    """`mlflow models serve` (`workers` uvicorn worker processes) in its own session, once
+    /ping answers (AssertionError with the server's log when it exits or is not up within
+    START_TIMEOUT_S)."""
     port = port or free_port()
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
-           "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+           "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=project, env=server_env(project), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
