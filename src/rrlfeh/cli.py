@@ -87,7 +87,8 @@ def _score(args: argparse.Namespace) -> None:
     raw = config.acquire_params(params, root).out_dir
     pre = config.section(params, "preprocess")
     score.run(raw, config.section(params, "score"), config.section(params, "tracking"), root,
-              Path(args.metrics), folded=pre["folded"] if pre.get("source") == "folded" else None)
+              Path(args.metrics), folded=pre["folded"] if pre.get("source") == "folded" else None,
+              engine=args.engine)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -145,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
         sp.add_argument("--metrics", default=metrics, help=f"metrics JSON (default {metrics})")
         sp.set_defaults(func=func)
+    sub.choices["score"].add_argument(
+        "--engine", choices=["local", "spark"], default=None,
+        help="local: in this process; spark: mlflow spark_udf on Spark, score.spark "
+             "(default score.engine)")
     sp = sub.add_parser("predict", help="score a file of light curves with the registered model")
     sp.add_argument("input", help="epochs: CSV, parquet or VOTable; Gaia INDIVIDUAL or RAW layout, "
                                   "the long form (source_id, time, mag, ...) or folded curves")

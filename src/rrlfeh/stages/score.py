@@ -105,16 +105,32 @@ def _key(files: list[Path], model_uri: str, version: str, chunk_stars: int) -> s
 
 
 def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: Path,
-        metrics_path: Path, folded: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        metrics_path: Path, folded: Mapping[str, Any] | None = None,
+        engine: str | None = None) -> dict[str, Any]:
     """Score every star (of data/raw, or of `folded`'s curves file when given); write
-    data/scored/catalogue.{parquet,csv}, figures and metrics."""
+    data/scored/catalogue.{parquet,csv}, figures and metrics. `engine` (default score.engine):
+    `local` scores chunk by chunk in this process, `spark` on Spark (rrlfeh.serving.spark)."""
     from rrlfeh.io import write_table
     from rrlfeh.serving.pipeline import conform_output
     from rrlfeh.training.tracking import TrackingSettings, setup_tracking
 
+    engine = engine or str(p.get("engine", "local"))
+    if engine == "spark":
+        from rrlfeh.serving import spark
+
+        spark.require_pyspark()
+        settings = spark.SparkSettings.from_params(p.get("spark") or {})
+        if folded is not None:
+            raise ValueError("score --engine spark scores data/raw; folded curves "
+                             "(preprocess.source: folded) are scored with --engine local")
+    elif engine != "local":
+        raise ValueError(f"score.engine {engine!r}: use local or spark")
     setup_tracking(TrackingSettings.from_params(tracking, root))
     uri = str(p["model_uri"])
-    model, version = _load(uri)
+    if engine == "spark":
+        model, (pinned, version) = None, spark.resolve(uri)
+    else:
+        model, version = _load(uri)
     chunk_stars = int(p.get("chunk_stars", 2000))
     if folded is None:
         stars = pd.read_parquet(raw_dir / "stars.parquet", columns=[*STAR_FIELDS, "ra", "dec"])
@@ -129,8 +145,8 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
         stars = None
         rejected = pd.DataFrame({"source_id": pd.Series([], dtype=np.int64), "stage": [],
                                  "reason": []})
-    cache = root / p.get("cache_dir", "data/cache/score") / _key(inputs, uri, version,
-                                                                 chunk_stars)
+    cache = root / p.get("cache_dir", "data/cache/score") / _key(
+        inputs, uri, version if engine == "local" else f"{version}|{engine}", chunk_stars)
     cache.mkdir(parents=True, exist_ok=True)
     n_stars = (len(stars) + int((~rejected["source_id"].isin(stars["source_id"])).sum())
                if stars is not None else None)
@@ -139,18 +155,25 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
         log.info("score: resuming, %d finished chunk(s) in %s", len(done), cache)
     t0 = time.perf_counter()
     scored_ids: set[int] = set()
-    progress = _progress(n_stars)
-    for i, request in enumerate(requests):
-        path = cache / f"chunk_{i:05d}.parquet"
-        if path.exists():
-            ids = pd.read_parquet(path, columns=["source_id"])["source_id"]
-        else:
-            out = model.predict(request)
-            write_parquet(out, path)
-            ids = out["source_id"]
-        scored_ids.update(ids.tolist())
-        progress.update(len(ids))
-    progress.close()
+    if engine == "spark":  # one Spark job over every star; its result is the one chunk
+        path = cache / "chunk_spark.parquet"
+        if not path.exists():
+            log.info("score: on Spark (%s), %s", settings.master, pinned)
+            write_parquet(spark.score_raw(raw_dir, pinned, settings), path)
+        scored_ids.update(pd.read_parquet(path, columns=["source_id"])["source_id"].tolist())
+    else:
+        progress = _progress(n_stars)
+        for i, request in enumerate(requests):
+            path = cache / f"chunk_{i:05d}.parquet"
+            if path.exists():
+                ids = pd.read_parquet(path, columns=["source_id"])["source_id"]
+            else:
+                out = model.predict(request)
+                write_parquet(out, path)
+                ids = out["source_id"]
+            scored_ids.update(ids.tolist())
+            progress.update(len(ids))
+        progress.close()
     rest = _without_epochs(rejected, stars, scored_ids) if stars is not None else []
     if len(rest):
         write_parquet(conform_output(rest), cache / "chunk_no_epochs.parquet")
