@@ -203,6 +203,22 @@ def test_null_source_id_gets_a_one_line_4xx(server: Server):
     assert_not_echoed(message, body)
 
 
+def test_rows_mlflow_would_pad_or_ids_it_would_truncate_get_a_one_line_4xx(server: Server):
+    body = json.loads(static("three_epochs.json"))
+    short = json.loads(json.dumps(body))
+    short["dataframe_split"]["data"][1] = short["dataframe_split"]["data"][1][:-1]
+    message = one_line_error(server.post(json.dumps(short).encode()))
+    assert "row 1 has" in message, message
+    split = body["dataframe_split"]
+    at = [c.lower() for c in split["columns"]].index("source_id")
+    for row, sid in zip(split["data"], [1.5, 1.5, 1.7], strict=False):
+        row[at] = sid  # MLflow's parser alone makes both stars 1
+    records = [dict(zip(split["columns"], row, strict=True)) for row in split["data"]]
+    for fractional in (body, {"dataframe_records": records}):
+        message = one_line_error(server.post(json.dumps(fractional).encode()))
+        assert "source_id is not an integer: 1.5" in message, message
+
+
 # ---- per-star problems: a 200 with each star's status ---------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import math
 import sys
 import warnings
 from typing import Any
@@ -156,6 +157,9 @@ def _shape_problem(body: dict) -> str | None:
         keys = [str(k)[:30] for k in list(body)[:8]]
         what = f"keys {keys}" if keys else "an empty object"
         return f"the request JSON needs exactly one table key, got {what}: {BODY_USAGE}"
+    problem = _table_problem(tables[0], body[tables[0]])
+    if problem:
+        return problem
     params = body.get("params")
     if params is None:
         return None
@@ -165,6 +169,32 @@ def _shape_problem(body: dict) -> str | None:
     n_jobs = params.get("derive_n_jobs", 1)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int):
         return f"params.derive_n_jobs must be an integer, got {type(n_jobs).__name__}"
+    return None
+
+
+def _table_problem(key: str, table: Any) -> str | None:
+    """What MLflow's parser would silently change in a table: a `dataframe_split` row with more
+    or fewer values than columns (padded with NaN, so epochs vanish) and source_id values that
+    are not whole numbers (truncated to int64, so stars 1.5 and 1.7 merge)."""
+    ids: list[Any] = []
+    if key == "dataframe_split" and isinstance(table, dict):
+        columns, data = table.get("columns"), table.get("data")
+        if not (isinstance(columns, list) and isinstance(data, list)):
+            return None
+        for i, row in enumerate(data):
+            if isinstance(row, list) and len(row) != len(columns):
+                return (f"dataframe_split row {i} has {len(row)} values for {len(columns)} "
+                        "columns: every row needs one value a column")
+        at = [j for j, c in enumerate(columns) if str(c).lower() == "source_id"]
+        if at:
+            ids = [row[at[0]] for row in data if isinstance(row, list) and len(row) > at[0]]
+    elif key == "dataframe_records" and isinstance(table, list):
+        for record in table:
+            if isinstance(record, dict):
+                ids += [v for k, v in record.items() if str(k).lower() == "source_id"]
+    for value in ids:
+        if isinstance(value, float) and math.isfinite(value) and not value.is_integer():
+            return f"source_id is not an integer: {value!r}"
     return None
 
 
