@@ -177,11 +177,13 @@ def test_predict_a_users_files(project, tmp_path):
     ids = cat[cat["status"] == "ok"].index[:6].tolist()
     df = long_form(project, ids)
     df.to_csv(tmp_path / "long.csv", index=False)
-    run([str(BIN / "rrlfeh"), "predict", str(tmp_path / "long.csv"), "-o",
-         str(tmp_path / "out.parquet"), "--chunk-stars", "4"], project)
-    out = pd.read_parquet(tmp_path / "out.parquet").set_index("source_id")
-    assert out.index.tolist() == ids
-    assert np.allclose(out["feh"], cat.loc[ids, "feh"], atol=1e-5)
+    df.rename(columns=str.upper).to_csv(tmp_path / "upper.csv", index=False)  # SOURCE_ID, MAG...
+    for name in ("long.csv", "upper.csv"):
+        run([str(BIN / "rrlfeh"), "predict", str(tmp_path / name), "-o",
+             str(tmp_path / "out.parquet"), "--chunk-stars", "4"], project)
+        out = pd.read_parquet(tmp_path / "out.parquet").set_index("source_id")
+        assert out.index.tolist() == ids
+        assert np.allclose(out["feh"], cat.loc[ids, "feh"], atol=1e-5)
     # the archive's INDIVIDUAL layout (G + a BP row each), no periods: derived, flagged
     ind = pd.DataFrame({"source_id": df["source_id"], "transit_id": np.arange(len(df)),
                         "band": "G", "time": df["time"], "mag": df["mag"], "flux": df["flux"],

@@ -139,6 +139,15 @@ def test_records_form_gives_the_same_as_split(server, project, good_ids):
     assert_same_scores(predictions(resp), server.score(frame))
 
 
+def test_column_names_in_any_case_give_the_same_answer(server, project, catalogue, good_ids):
+    frame = raw_request(project, good_ids)
+    shouted = frame.rename(columns={c: f" {c.upper()}" for c in frame.columns})
+    for body in (split_body(shouted), records_body(shouted)):
+        resp = server.post(body)
+        assert resp.status_code == 200, resp.text[:500]
+        assert_same_scores(predictions(resp), from_catalogue(catalogue, good_ids))
+
+
 def test_stars_without_period_epoch_or_type_are_derived_as_in_process(server, project,
                                                                       catalogue, good_ids,
                                                                       local_model):

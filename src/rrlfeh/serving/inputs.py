@@ -60,11 +60,17 @@ class Request:
         return "time" if self.form == "time" else "phase"
 
 
+def column_name(name: object) -> str:
+    """A user's column name as the pipeline and the model's signature spell it (any case and
+    surrounding spaces accepted)."""
+    return str(name).strip().lower()
+
+
 def read_request(frame: pd.DataFrame) -> Request:
     """The request of a user's frame (long form or folded); RequestError when malformed."""
     if not isinstance(frame, pd.DataFrame):
         raise RequestError(f"expected a table of epochs, got {type(frame).__name__}; {USAGE}")
-    df = frame.rename(columns={c: str(c).strip().lower() for c in frame.columns})
+    df = frame.rename(columns={c: column_name(c) for c in frame.columns})
     if df.columns.duplicated().any():
         raise RequestError(f"repeated column names {sorted(df.columns[df.columns.duplicated()])}")
     has_time, has_phase = "time" in df.columns, "phase" in df.columns
@@ -95,10 +101,12 @@ def signature_types(frame: pd.DataFrame) -> pd.DataFrame:
     (integer times or magnitudes from a CSV too), source_id int64, `rejected` bool, `type` text.
     MLflow's own schema check refuses an integer column for a double and, in process, raises
     with the whole frame in its message; a column that is not what it should be is a
-    RequestError in one line here instead."""
+    RequestError in one line here instead. Column names become lower case: MLflow's check
+    drops a column the signature does not name (`MAG`), before `read_request` could read it."""
     out = frame.copy()
+    out.columns = [column_name(c) for c in out.columns]
     for col in out.columns:
-        name = str(col).strip().lower()
+        name = col
         if name == "source_id":
             out[col] = _source_ids(out[col])
         elif name == "rejected":

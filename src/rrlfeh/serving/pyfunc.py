@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from rrlfeh.serving.inputs import RequestError, read_request
+from rrlfeh.serving.inputs import RequestError, column_name, read_request
 from rrlfeh.serving.pipeline import OUTPUT_COLUMNS, ScoringModel, score_request
 
 ARTIFACT = "scoring_model"
@@ -122,6 +122,7 @@ def _one_line_body_errors() -> None:
             problem = _shape_problem(decoded)
             if problem:
                 raise RequestRejected(problem)
+            _lower_case_columns(decoded)
         return decoded
 
     one_line_decode._rrlfeh_one_line = True  # type: ignore[attr-defined]
@@ -170,6 +171,18 @@ def _shape_problem(body: dict) -> str | None:
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int):
         return f"params.derive_n_jobs must be an integer, got {type(n_jobs).__name__}"
     return None
+
+
+def _lower_case_columns(body: dict) -> None:
+    """Column names of a table body as the signature spells them (`MAG` -> `mag`), in place:
+    MLflow's schema check would drop a column it does not know before our reader sees it."""
+    split = body.get("dataframe_split")
+    if isinstance(split, dict) and isinstance(split.get("columns"), list):
+        split["columns"] = [column_name(c) for c in split["columns"]]
+    records = body.get("dataframe_records")
+    if isinstance(records, list):
+        body["dataframe_records"] = [{column_name(k): v for k, v in r.items()}
+                                     if isinstance(r, dict) else r for r in records]
 
 
 def _table_problem(key: str, table: Any) -> str | None:
