@@ -59,11 +59,14 @@ lint: setup
 test: setup setup-spark lint
 	$(BIN)/pytest -q -ra
 
-bench: setup
+# the last two need the default run's champion and data/raw (make repro first)
+bench: setup setup-spark
 	$(BIN)/python benchmarks/period_search.py
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/score.py --ensemble champion
+	$(BIN)/python benchmarks/serve_load.py --project .
+	$(BIN)/python benchmarks/spark_score.py --project .
 
 UI_PORT ?= 5000
 ui: setup
