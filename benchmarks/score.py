@@ -36,7 +36,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -54,6 +53,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from machine import describe_machine
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).parent / ".cache"
@@ -64,23 +64,6 @@ TOLERANCE = 1e-5  # dex, any engine against the member loop
 
 
 # ---------------------------------------------------------------------------- machine, data
-
-def describe_machine() -> str:
-    """One line: cores, CPU model, load average, versions."""
-    cores = os.cpu_count() or 1
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"machine: {cores} CPU cores ({usable} usable), {model}; load average {load}; "
-            f"Python {platform.python_version()}")
-
 
 def versions() -> str:
     import keras
@@ -645,14 +628,14 @@ def main() -> None:
     import mlflow
 
     mlflow.set_tracking_uri(args.tracking_uri)
-    print(describe_machine(), flush=True)
+    print(f"machine: {describe_machine()}", flush=True)
     print(versions())
     tmp = Path(tempfile.mkdtemp(prefix="rrlfeh-score-bench-"))
     try:
         run_all(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n{describe_machine()} (at the end)")
+    print(f"\nmachine at the end: {describe_machine()}")
 
 
 def run_all(args, tmp: Path) -> None:

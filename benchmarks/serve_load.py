@@ -20,8 +20,6 @@ clone); without it a tiny one is built in a temporary folder first, as tests/con
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -33,22 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "serving")]
 
 from load import LoadRun, client_plans, problems, run_load, tree_rss  # noqa: E402
+from machine import describe_machine  # noqa: E402
 from served import start_server, stop_server  # noqa: E402
 
 from conftest import clone_project, run  # noqa: E402
 
 MB = 2**20
-
-
-def machine() -> str:
-    """Cores, CPU model and load average in one line."""
-    model = platform.processor() or "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.lower().startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return f"{os.cpu_count()} cores ({model}), load average {load}"
 
 
 def tiny_project(work: Path) -> Path:
@@ -104,7 +92,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="rrlfeh-serve-load-") as tmp:
         project = args.project.resolve() if args.project else tiny_project(Path(tmp) / "p")
-        print(f"machine: {machine()}")
+        print(f"machine: {describe_machine()}")
         reference = pd.read_parquet(project / "data" / "scored" / "catalogue.parquet"
                                     ).set_index("source_id")
         plans = client_plans(project, [int(i) for i in reference.index], args.clients,
@@ -136,7 +124,7 @@ def main() -> None:
             print(f"  server still running: {alive}; tracebacks in its log: {tracebacks}")
         finally:
             stop_server(server)
-        print(f"machine at the end: {machine()}")
+        print(f"machine at the end: {describe_machine()}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,22 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import describe_machine
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    """Cores, CPU model, load average."""
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return f"{os.cpu_count()} cores ({model}), load average {load}"
 
 
 def subset_raw(project: Path, n_stars: int, copies: int, dest: Path) -> Path:
@@ -124,7 +110,7 @@ def main() -> None:
     project = args.project.resolve()
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     uri, version = resolve("models:/rrl-feh@champion")
-    print(f"machine: {machine()}; python {sys.version.split()[0]}")
+    print(f"machine: {describe_machine()}; python {sys.version.split()[0]}")
     settings = SparkSettings(master=args.master, partitions=0,
                              stars_per_batch=args.stars_per_batch, log_level="ERROR")
     tmp = Path(tempfile.mkdtemp(prefix="spark-bench-"))
@@ -163,7 +149,7 @@ def main() -> None:
             "in_process_load_s": round(t_load, 2),
             "spark_cold_stars_per_s": round(n / t_cold, 1), "spark_cold_s": round(t_cold, 2),
             "spark_warm_stars_per_s": round(n / t_warm, 1), "spark_warm_s": round(t_warm, 2),
-            **same, "machine": machine()}))
+            **same, "machine": describe_machine()}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
