@@ -43,3 +43,10 @@ def test_absolute_paths_are_kept(tmp_path: Path):
     p = config.acquire_params(config.load_params(f), tmp_path)
     assert p.files.epochs == Path("/abs/e.parquet")
     assert p.files.labels is None
+
+
+def test_a_gaia_section_without_a_key_names_it():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    del params["acquire"]["gaia"]["archive_url"], params["acquire"]["gaia"]["reask"]
+    with pytest.raises(config.ConfigError, match="acquire.gaia lacks archive_url, reask"):
+        config.acquire_params(params, REPO)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -41,8 +41,11 @@ class GaiaSource:
     retries: int
     backoff_s: float
     timeout_s: float
-    archive_url: str = "https://gea.esac.esa.int/"  # TAP and DataLink base (a fake in tests)
-    reask: int = 2  # DataLink calls again for stars an answer left out
+    archive_url: str  # TAP and DataLink base (a fake in tests)
+    reask: int        # DataLink calls again for stars an answer left out
+
+
+GAIA_KEYS = tuple(f.name for f in fields(GaiaSource))
 
 
 @dataclass(frozen=True)
@@ -101,14 +104,14 @@ def acquire_params(params: Mapping[str, Any], root: Path) -> AcquireParams:
                             stars=_path(f.get("stars"), root))
     if "gaia" in a:
         g = a["gaia"]
-        gaia = GaiaSource(labels=_path(g.get("labels"), root),
-                          cache_dir=_path(g.get("cache_dir", "data/cache/gaia_batches"), root),
-                          max_stars=g.get("max_stars"), batch_size=int(g.get("batch_size", 5000)),
-                          retries=int(g.get("retries", 4)),
-                          backoff_s=float(g.get("backoff_s", 2.0)),
-                          timeout_s=float(g.get("timeout_s", 30.0)),
-                          archive_url=str(g.get("archive_url", GaiaSource.archive_url)),
-                          reask=int(g.get("reask", GaiaSource.reask)))
+        missing = [k for k in GAIA_KEYS if k not in g]
+        if missing:
+            raise ConfigError(f"params.yaml: acquire.gaia lacks {', '.join(missing)}")
+        gaia = GaiaSource(labels=_path(g["labels"], root), cache_dir=_path(g["cache_dir"], root),
+                          max_stars=g["max_stars"], batch_size=int(g["batch_size"]),
+                          retries=int(g["retries"]), backoff_s=float(g["backoff_s"]),
+                          timeout_s=float(g["timeout_s"]), archive_url=str(g["archive_url"]),
+                          reask=int(g["reask"]))
     if source == "files" and (files is None or files.epochs is None):
         raise ConfigError("acquire.source is 'files' but acquire.files.epochs is not set")
     if source == "gaia" and gaia is None:
