@@ -124,7 +124,8 @@ def test_files_source_gives_the_same_tables(synthetic, from_synthetic, tmp_path)
 def test_gaia_source_gives_the_same_tables(synthetic, from_synthetic, tmp_path):
     synthetic.labels.to_csv(tmp_path / "labels.csv", index=False)
     g = GaiaSource(labels=tmp_path / "labels.csv", cache_dir=tmp_path / "cache", max_stars=None,
-                   batch_size=15, retries=0, backoff_s=0.0, timeout_s=5.0)
+                   batch_size=15, retries=0, backoff_s=0.0, timeout_s=5.0,
+                   archive_url="http://127.0.0.1:9/", reask=0)  # the client is injected
     archive = ArchiveOfSynthetic(synthetic, tmp_path / "downloads")
     archive.workdir.mkdir()
     got = acquire.collect(params("gaia", tmp_path, gaia=g), client=archive)
