@@ -205,3 +205,15 @@ def test_unflagged_outlier_is_clipped_not_fitted():
     assert np.abs(robust.curves[1] - clean.curves[1]).max() < 0.05
     assert np.abs(naive.curves[1] - clean.curves[1]).max() > 0.2
     assert np.array_equal(robust.curves[[0, 2]], clean.curves[[0, 2]])
+
+
+def test_absurd_magnitudes_are_unusable_like_nan():
+    sid, time, mag, err, ids, period, epoch = make_batch(2, seed=3)
+    first = np.flatnonzero(sid == ids[0])
+    absurd, missing = mag.copy(), mag.copy()
+    absurd[first[[4, 9]]] = [1e30, -99.0]     # corrupt values, fill-ins
+    missing[first[[4, 9]]] = np.nan
+    a, _ = preprocess_light_curves(sid, time, absurd, period, epoch, star_id=ids, mag_error=err)
+    b, _ = preprocess_light_curves(sid, time, missing, period, epoch, star_id=ids, mag_error=err)
+    assert a.n_dropped.tolist() == [2, 0] == b.n_dropped.tolist()
+    np.testing.assert_array_equal(a.curves, b.curves)

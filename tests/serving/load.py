@@ -90,7 +90,6 @@ MALFORMED_FILES = {
     "not_json.txt": "not JSON",
     "empty.txt": "empty request body",
     "no_dataframe_key.json": "table key",
-    "text_mag.json": "column mag",
 }
 
 

@@ -178,7 +178,6 @@ def test_output_rows_follow_the_first_appearance_of_each_star(server, project, c
     ("not_json.txt", "not JSON"),
     ("empty.txt", "empty request body"),
     ("no_dataframe_key.json", "table key"),
-    ("text_mag.json", "column mag"),
 ])
 def test_a_malformed_request_gets_a_one_line_4xx(server: Server, name: str, names: str):
     body = static(name)
@@ -252,6 +251,17 @@ def test_a_star_with_three_epochs_gets_a_status(server: Server):
     assert len(out) == 2 and (out["n_epochs"] == 3).all()
     assert out["status"].str.contains("too few").all(), out["status"].tolist()
     assert out["feh"].isna().all() and not out["in_domain"].any()
+
+
+def test_text_in_one_stars_mag_is_its_status_and_the_others_are_scored(server, project,
+                                                                      catalogue, good_ids):
+    text = frame_of(static("text_mag.json").decode())
+    good = raw_request(project, good_ids[:2])
+    out = predictions(server.post(split_body(pd.concat([good, text], ignore_index=True))))
+    assert out["source_id"].tolist() == [*good_ids[:2], int(text["source_id"].iloc[0])]
+    assert out["status"].iloc[2] == "mag is not a number in 1 row(s) (e.g. 'bright')"
+    assert np.isnan(out["feh"].iloc[2])
+    assert_same_scores(out.iloc[:2], from_catalogue(catalogue, good_ids[:2]))
 
 
 def test_an_unknown_type_gets_a_status(server: Server):

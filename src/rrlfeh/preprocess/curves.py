@@ -11,7 +11,8 @@ Rejection rules, all per star (a star collects every reason that applies, joined
 - its source_id has epochs but is not in `star_id`;
 - period not finite or <= 0 (preprocess_folded: NaN means unknown and is accepted), epoch_max
   not finite;
-- epochs with non-finite time/phase, mag (or mag_error, or mag_error <= 0) are dropped; the star is
+- epochs with non-finite time/phase, mag (or mag_error, or mag_error <= 0) or a mag outside
+  MAG_LIMITS are dropped; the star is
   rejected when more than `max_nonfinite_fraction` of its epochs were dropped;
 - repeated times (preprocess_light_curves only: a repeated transit means broken input);
 - fewer than `min_points` usable epochs;
@@ -47,6 +48,10 @@ from rrlfeh.preprocess.spline import (
     ragged_median,
     residual_rms,
 )
+
+# magnitudes no star has in Gaia G (or in the standardised folded curves): corrupt values such
+# as 1e30 or -99 fill-ins, unusable like NaN (a safety bound, not a quality cut)
+MAG_LIMITS = (-5.0, 35.0)
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,8 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
     """Shared tail: epoch checks, spline fits, resampling, standardisation, rejection table."""
     n_stars = stars.size
     known = idx >= 0
-    finite = np.isfinite(order_key) & np.isfinite(m)
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(order_key) & (m > MAG_LIMITS[0]) & (m < MAG_LIMITS[1])
     if err is not None:
         with np.errstate(invalid="ignore"):
             finite &= np.isfinite(err) & (err > 0)
@@ -287,7 +293,8 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
     reasons.add(n_total == 0, lambda i: "no epochs")
     too_many = (n_total > 0) & (n_dropped > k.max_nonfinite_fraction * n_total)
     reasons.add(too_many, lambda i: f"{n_dropped[i]} of {n_total[i]} epochs unusable "
-                                    f"(non-finite {xname}/mag/mag_error or mag_error <= 0; "
+                                    f"(non-finite {xname}/mag/mag_error, mag_error <= 0 or "
+                                    f"mag outside {MAG_LIMITS[0]:g}..{MAG_LIMITS[1]:g}; "
                                     f"> {k.max_nonfinite_fraction:g} of them)")
 
     keep = known & finite & foldable[np.maximum(idx, 0)]

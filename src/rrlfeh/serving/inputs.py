@@ -88,35 +88,24 @@ def read_request(frame: pd.DataFrame) -> Request:
                            "or send times")
 
     sid = _source_ids(df["source_id"])
-    epochs = pd.DataFrame({"source_id": sid, x: _numbers(df[x], x), "mag": _numbers(df["mag"],
-                                                                                   "mag")})
-    epochs["mag_error"] = _mag_error(df)
+    problems: dict[int, list[str]] = {}  # per star, in the order found
+
+    def numbers(name: str) -> np.ndarray:
+        return _numbers(df[name], name, sid, problems)
+
+    epochs = pd.DataFrame({"source_id": sid, x: numbers(x), "mag": numbers("mag")})
+    epochs["mag_error"] = _mag_error(df, numbers)
     epochs["rejected"] = _flags(df["rejected"]) if "rejected" in df.columns else False
-    stars, problems = _star_values(df, sid)
-    return Request(form=form, epochs=epochs, stars=stars, problems=problems)
+    stars = _star_values(df, sid, numbers, problems)
+    return Request(form=form, epochs=epochs, stars=stars,
+                   problems={k: "; ".join(v) for k, v in problems.items()})
 
 
 def signature_types(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with the dtypes of the model's signature, values unchanged: numbers float64
-    (integer times or magnitudes from a CSV too), source_id int64, `rejected` bool, `type` text.
-    MLflow's own schema check refuses an integer column for a double and, in process, raises
-    with the whole frame in its message; a column that is not what it should be is a
-    RequestError in one line here instead. Column names become lower case: MLflow's check
-    drops a column the signature does not name (`MAG`), before `read_request` could read it."""
-    out = frame.copy()
-    out.columns = [column_name(c) for c in out.columns]
-    for col in out.columns:
-        name = col
-        if name == "source_id":
-            out[col] = _source_ids(out[col])
-        elif name == "rejected":
-            out[col] = _flags(out[col])
-        elif name == "type":
-            out[col] = out[col].map(lambda v: None if pd.isna(v) else str(v)).astype(object)
-        elif name in ("time", "phase", "mag", "mag_error", "flux", "flux_error", "period",
-                      "epoch_max"):
-            out[col] = _numbers(out[col], name)
-    return out
+    """`frame` with its column names as the model's signature spells them (lower case), values
+    unchanged: MLflow's schema check drops a column the signature does not name (`MAG`) before
+    `read_request` could read it."""
+    return frame.rename(columns={c: column_name(c) for c in frame.columns})
 
 
 def read_epoch_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -146,6 +135,10 @@ def _source_ids(values: pd.Series) -> np.ndarray:
         raise RequestError(f"source_id is not an integer: {_first_bad(values)}") from exc
     if num.dtype.kind == "f" and not np.all(np.mod(num.to_numpy(), 1) == 0):
         raise RequestError(f"source_id is not an integer: {_first_bad(values)}")
+    big = num.map(lambda v: not -2**63 <= int(v) < 2**63) if num.dtype.kind in "uO" else None
+    if big is not None and big.any():  # a Gaia source_id fits int64; beyond it, ids would wrap
+        raise RequestError(f"source_id beyond the 64-bit range of Gaia ids in {int(big.sum())} "
+                           f"row(s), the first row {int(np.flatnonzero(big.to_numpy())[0])}")
     return num.astype(np.int64).to_numpy()
 
 
@@ -161,13 +154,20 @@ def _first_bad(values: pd.Series) -> str:
     return "?"
 
 
-def _numbers(values: pd.Series, name: str) -> np.ndarray:
-    """A numeric column as float64 (nulls NaN, kept per star); text makes the request unreadable."""
-    try:
-        return pd.to_numeric(values, errors="raise").astype("float64").to_numpy()
-    except (TypeError, ValueError) as exc:
-        bad = next((v for v in values if not _is_number(v)), "?")
-        raise RequestError(f"column '{name}' is not numeric (e.g. {str(bad)[:40]!r})") from exc
+def _numbers(values: pd.Series, name: str, sid: np.ndarray,
+             problems: dict[int, list[str]]) -> np.ndarray:
+    """A numeric column as float64 (nulls NaN). A cell that is not a number (text, a list) is
+    NaN too, and its star gets the problem: that star alone is not scored, the others are."""
+    if values.dtype.kind in "biuf":
+        return values.to_numpy(dtype="float64", na_value=np.nan)
+    num = pd.to_numeric(values, errors="coerce").astype("float64")
+    text = np.array(values.notna() & num.isna(), dtype=bool)  # a writable copy
+    text[text] = [not _is_number(v) for v in values[text]]
+    for s in pd.unique(sid[text]):
+        cells = values[text & (sid == s)]
+        problems.setdefault(int(s), []).append(
+            f"{name} is not a number in {len(cells)} row(s) (e.g. {str(cells.iloc[0])[:40]!r})")
+    return num.to_numpy()
 
 
 def _is_number(v: object) -> bool:
@@ -178,14 +178,14 @@ def _is_number(v: object) -> bool:
     return True
 
 
-def _mag_error(df: pd.DataFrame) -> np.ndarray:
-    """Per-epoch magnitude error: `mag_error`, else from `flux, flux_error`, else NaN."""
+def _mag_error(df: pd.DataFrame, numbers) -> np.ndarray:
+    """Per-epoch magnitude error: `mag_error`, else from `flux, flux_error`, else NaN
+    (`numbers`: the request's reader of a numeric column)."""
     if "mag_error" in df.columns:
-        return _numbers(df["mag_error"], "mag_error")
+        return numbers("mag_error")
     if "flux" in df.columns and "flux_error" in df.columns:
-        return schema.mag_error(pd.DataFrame({"flux": _numbers(df["flux"], "flux"),
-                                              "flux_error": _numbers(df["flux_error"],
-                                                                     "flux_error")}))
+        return schema.mag_error(pd.DataFrame({"flux": numbers("flux"),
+                                              "flux_error": numbers("flux_error")}))
     return np.full(len(df), np.nan)
 
 
@@ -199,16 +199,17 @@ def _flags(values: pd.Series) -> np.ndarray:
         raise RequestError(f"column 'rejected' is not a boolean flag: {exc}") from exc
 
 
-def _star_values(df: pd.DataFrame, sid: np.ndarray) -> tuple[pd.DataFrame, dict[int, str]]:
-    """One row per star, in order of first appearance, with the per-star values it was given."""
+def _star_values(df: pd.DataFrame, sid: np.ndarray, numbers,
+                 problems: dict[int, list[str]]) -> pd.DataFrame:
+    """One row per star, in order of first appearance, with the per-star values it was given
+    (conflicting or unknown values added to `problems`)."""
     ids = pd.unique(sid)
     stars = pd.DataFrame({"source_id": ids})
-    problems: dict[int, list[str]] = {}
     for col in ("period", "epoch_max"):
         if col not in df.columns:
             stars[col] = np.nan
             continue
-        values = pd.Series(_numbers(df[col], col), name=col)
+        values = pd.Series(numbers(col), name=col)
         stars[col] = _one_per_star(values, sid, ids, col, problems)
     if "type" in df.columns:
         raw = df["type"].astype("string").str.strip()
@@ -228,7 +229,7 @@ def _star_values(df: pd.DataFrame, sid: np.ndarray) -> tuple[pd.DataFrame, dict[
         stars["type"] = pd.Series(types, dtype=object)
     else:
         stars["type"] = pd.Series([None] * len(ids), dtype=object)
-    return stars, {k: "; ".join(v) for k, v in problems.items()}
+    return stars
 
 
 def _one_per_star(values: pd.Series, sid: np.ndarray, ids: np.ndarray, name: str,

@@ -40,7 +40,7 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
     import mlflow
     from tqdm import tqdm
 
-    from rrlfeh.serving.inputs import RequestError, signature_types
+    from rrlfeh.serving.inputs import signature_types
     from rrlfeh.serving.pyfunc import RequestRejected
     from rrlfeh.training.tracking import TrackingSettings
 
@@ -56,8 +56,6 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
             try:
                 out = model.predict(signature_types(chunk),
                                     params={"derive_n_jobs": int(n_jobs)})
-            except RequestError as exc:
-                raise ValueError(f"{input_path}: {exc}") from None
             except RequestRejected as exc:
                 raise ValueError(f"{input_path}: {exc.message}") from None
             parts.append(out)

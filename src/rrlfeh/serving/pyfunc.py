@@ -18,20 +18,20 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from rrlfeh.serving.inputs import RequestError, column_name, read_request
 from rrlfeh.serving.pipeline import OUTPUT_COLUMNS, ScoringModel, score_request
 
 ARTIFACT = "scoring_model"
 
-# every input column is optional for MLflow's schema check: the pipeline names what is missing
-# in one line, where MLflow's own enforcement error would echo the whole request back
-INPUT_COLUMNS: dict[str, str] = {
-    "source_id": "long", "time": "double", "phase": "double", "mag": "double",
-    "mag_error": "double", "flux": "double", "flux_error": "double", "rejected": "boolean",
-    "period": "double", "epoch_max": "double", "type": "string",
-}
+# every input column is optional for MLflow's schema check, and of any type: the pipeline
+# (rrlfeh.serving.inputs) names a missing column in one line, where MLflow's own enforcement
+# error would echo the whole request back; it reads whole numbers as numbers, ids and types in
+# any dtype, and makes text in one star's magnitudes that star's status, where MLflow's cast to
+# double refused the whole request
+INPUT_COLUMNS = ("source_id", "time", "phase", "mag", "mag_error", "flux", "flux_error",
+                 "rejected", "period", "epoch_max", "type")
 _MLFLOW_TYPES = {"int64": "long", "float64": "double", "bool": "boolean", "string": "string"}
 
 
@@ -212,10 +212,11 @@ def _table_problem(key: str, table: Any) -> str | None:
 
 
 def signature() -> Any:
-    """Input columns (all optional, see INPUT_COLUMNS), the output table and the one param."""
+    """Input columns (all optional, any type: see INPUT_COLUMNS), the output table and the one
+    param."""
     from mlflow.models import ModelSignature
 
-    inputs = Schema([ColSpec(t, name, required=False) for name, t in INPUT_COLUMNS.items()])
+    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in INPUT_COLUMNS])
     outputs = Schema([ColSpec(_MLFLOW_TYPES[d], name) for name, d in OUTPUT_COLUMNS.items()])
     params = ParamSchema([ParamSpec("derive_n_jobs", "long", 1)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
