@@ -341,10 +341,10 @@ def requests(draw):
 @BOUNDED
 @given(request=requests())
 def test_pyfunc_answers_every_star_and_the_good_ones_unchanged(champion, good_feh, request):
-    from rrlfeh.serving.inputs import signature_types
+    from rrlfeh.serving.inputs import signature_columns
 
     frame, kinds, copies = request
-    out = champion.predict(signature_types(frame))  # never an exception: every star answered
+    out = champion.predict(signature_columns(frame))  # never an exception: every star answered
     asked = [int(s) for s in pd.unique(pd.to_numeric(frame["source_id"]))]
     assert out["source_id"].tolist() == asked  # one row a star, in first-appearance order
     ok = (out["status"] == "ok").to_numpy()

@@ -70,7 +70,7 @@ def read_request(frame: pd.DataFrame) -> Request:
     """The request of a user's frame (long form or folded); RequestError when malformed."""
     if not isinstance(frame, pd.DataFrame):
         raise RequestError(f"expected a table of epochs, got {type(frame).__name__}; {USAGE}")
-    df = frame.rename(columns={c: column_name(c) for c in frame.columns})
+    df = signature_columns(frame)
     if df.columns.duplicated().any():
         raise RequestError(f"repeated column names {sorted(df.columns[df.columns.duplicated()])}")
     has_time, has_phase = "time" in df.columns, "phase" in df.columns
@@ -101,10 +101,10 @@ def read_request(frame: pd.DataFrame) -> Request:
                    problems={k: "; ".join(v) for k, v in problems.items()})
 
 
-def signature_types(frame: pd.DataFrame) -> pd.DataFrame:
+def signature_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with its column names as the model's signature spells them (lower case), values
     unchanged: MLflow's schema check drops a column the signature does not name (`MAG`) before
-    `read_request` could read it."""
+    `read_request` could read it, so callers of the pyfunc send frames through this first."""
     return frame.rename(columns={c: column_name(c) for c in frame.columns})
 
 

@@ -198,13 +198,13 @@ def _table_problem(key: str, table: Any) -> str | None:
             if isinstance(row, list) and len(row) != len(columns):
                 return (f"dataframe_split row {i} has {len(row)} values for {len(columns)} "
                         "columns: every row needs one value a column")
-        at = [j for j, c in enumerate(columns) if str(c).lower() == "source_id"]
+        at = [j for j, c in enumerate(columns) if column_name(c) == "source_id"]
         if at:
             ids = [row[at[0]] for row in data if isinstance(row, list) and len(row) > at[0]]
     elif key == "dataframe_records" and isinstance(table, list):
         for record in table:
             if isinstance(record, dict):
-                ids += [v for k, v in record.items() if str(k).lower() == "source_id"]
+                ids += [v for k, v in record.items() if column_name(k) == "source_id"]
     for value in ids:
         if isinstance(value, float) and math.isfinite(value) and not value.is_integer():
             return f"source_id is not an integer: {value!r}"
