@@ -145,8 +145,11 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
         stars = None
         rejected = pd.DataFrame({"source_id": pd.Series([], dtype=np.int64), "stage": [],
                                  "reason": []})
-    cache = root / p.get("cache_dir", "data/cache/score") / _key(
-        inputs, uri, version if engine == "local" else f"{version}|{engine}", chunk_stars)
+    # the model's uuid, not only its version number: a new MLflow store numbers from 1 again
+    identity = (f"{version}|{model.metadata.model_uuid}" if engine == "local"
+                else f"{version}|{engine}")
+    cache = root / p.get("cache_dir", "data/cache/score") / _key(inputs, uri, identity,
+                                                                 chunk_stars)
     cache.mkdir(parents=True, exist_ok=True)
     n_stars = (len(stars) + int((~rejected["source_id"].isin(stars["source_id"])).sum())
                if stars is not None else None)
