@@ -112,10 +112,10 @@ def row(label: str, m: dict[str, float], sd: dict[str, float] | None = None) -> 
 
 def baseline_metrics(dev: TrainingSet, test: TrainingSet) -> dict[str, float]:
     """The classical (P, φ31, R21) plane fitted on the development stars, scored on the test."""
-    from rrlfeh.training.baseline import LinearRelation, fourier_features
+    from rrlfeh.training.baseline import LinearRelation, plane_features
 
-    model = LinearRelation().fit(fourier_features(dev.X, dev.period), dev.y, dev.weights)
-    return regression_metrics(test.y, model.predict(fourier_features(test.X, test.period)),
+    model = LinearRelation().fit(plane_features(dev), dev.y, dev.weights)
+    return regression_metrics(test.y, model.predict(plane_features(test)),
                               test.weights)
 
 

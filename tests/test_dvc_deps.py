@@ -24,14 +24,15 @@ from conftest import REPO, clone_project, run, tracked_files
 
 SRC = REPO / "src"
 PACKAGE = "rrlfeh"
-STAGES = ("acquire", "validate", "preprocess", "tune", "crossval", "train", "register", "score",
-          "report")
+STAGES = ("acquire", "validate", "preprocess", "tune", "crossval", "reference", "train", "register",
+          "score", "report")
 
 # Code a stage runs that no import statement of its own names:
-# - tune.code_digest() reads every rrlfeh/training/*.py as bytes (crossval calls it too), so
-#   those stages must depend on the whole folder;
+# - tune.code_digest() reads every rrlfeh/training/*.py as bytes (crossval and reference call
+#   it too), so those stages must depend on the whole folder;
 # - score unpickles the registered champion, and mlflow then imports rrlfeh.serving.pyfunc.
-READ_AS_FILES = {"tune": ["src/rrlfeh/training"], "crossval": ["src/rrlfeh/training"]}
+READ_AS_FILES = {"tune": ["src/rrlfeh/training"], "crossval": ["src/rrlfeh/training"],
+                 "reference": ["src/rrlfeh/training"]}
 LOADED_BY_NAME = {"score": {"rrlfeh.serving.pyfunc"}}
 
 # Input files named by params, by the stage that reads them. The optional ones are null by

@@ -78,8 +78,10 @@ def test_harmonic_choice_respects_floor_and_bic() -> None:
     rng = np.random.default_rng(4)
     lc = simulate_gaia(rng, period=0.55, n_epochs=150, a1=0.35, noise=0.005)
     assert choose_harmonics(lc["t"], lc["mag"], lc["sigma"], 0.55, max_harmonics=8) >= 5
-    # 16 points at 3 per parameter allow 5 parameters: 2 harmonics even though min is 3
-    assert choose_harmonics(lc["t"][:16], lc["mag"][:16], lc["sigma"][:16], 0.55) == 2
+    # 16 points at 3 per parameter allow 5 parameters, but the 3 harmonics φ31 needs are kept
+    # while 3 residual degrees of freedom remain (16 - 7); 9 points leave 2 harmonics
+    assert choose_harmonics(lc["t"][:16], lc["mag"][:16], lc["sigma"][:16], 0.55) == 3
+    assert choose_harmonics(lc["t"][:9], lc["mag"][:9], lc["sigma"][:9], 0.55) == 2
     sine = 16 + 0.2 * np.cos(2 * np.pi * lc["t"] / 0.55) + rng.normal(0, 0.01, 150)
     assert choose_harmonics(lc["t"], sine, np.full(150, 0.01), 0.55, min_harmonics=1) <= 2
 

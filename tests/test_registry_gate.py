@@ -63,3 +63,15 @@ def test_training_digest_ignores_order_but_not_labels():
     assert a == training_digest([1, 2, 3], [-1.0, -2.0, 0.1])
     assert a != training_digest([1, 2, 3], [-1.0, -2.0, 0.2])
     assert a != training_digest([1, 2, 4], [-1.0, -2.0, 0.1])
+
+
+def test_a_candidate_worse_than_the_classical_relation_is_never_promoted():
+    cand = {**tags(0.20, 0.30), "RRab.relation_oof_rmse": "0.150000",
+            "RRc.relation_oof_rmse": "0.400000"}
+    for champion, policy in ((None, "auto"), (tags(0.5, 0.5), "auto"),
+                             (tags(0.5, 0.5), "always")):
+        d = gate(cand, champion, "1" if champion else None, policy)
+        assert not d.promote
+        assert "worse than the classical relation" in d.reason and "RRab 0.2000" in d.reason
+    ok = {**cand, "RRab.relation_oof_rmse": "0.200000"}  # no worse: promoted
+    assert gate(ok, None, None).promote

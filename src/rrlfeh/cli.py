@@ -29,6 +29,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _preprocess(args: argparse.Namespace) -> None:
+    from rrlfeh.lightcurve.features import fit_knobs
     from rrlfeh.stages import preprocess
 
     params = config.load_params(args.params)
@@ -36,7 +37,8 @@ def _preprocess(args: argparse.Namespace) -> None:
     raw = config.acquire_params(params, root).out_dir
     validated = root / config.section(params, "validate").get("out_dir", "data/validated")
     preprocess.run(raw, validated / "stars.parquet", config.section(params, "preprocess"), root,
-                   Path(args.metrics))
+                   Path(args.metrics),
+                   fourier=fit_knobs(config.section(params, "acquire").get("derive", {})))
 
 
 def _processed(params: dict, root: Path) -> Path:
@@ -58,6 +60,15 @@ def _crossval(args: argparse.Namespace) -> None:
     root = Path(args.params).resolve().parent
     hparams = root / config.section(params, "tune")["out"]
     crossval.run(_processed(params, root), hparams, params, root, Path(args.metrics))
+
+
+def _reference(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import reference
+
+    params = config.load_params(args.params)
+    root = Path(args.params).resolve().parent
+    cv_dir = root / config.section(params, "crossval")["out_dir"]
+    reference.run(_processed(params, root), cv_dir, params, root, Path(args.metrics))
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -126,6 +137,8 @@ STAGES = {
              "Hyperband search per type (MLflow run per trial) -> models/best_hparams.json"),
     "crossval": (_crossval, "reports/crossval.json",
                  "repeated stratified K-fold (MLflow run per fold) -> models/crossval"),
+    "reference": (_reference, "reports/reference.json",
+                  "the paper's GRU (2 channels, no skip) on crossval's folds -> models/reference"),
     "train": (_train, "reports/train.json",
               "final model per type: the K-fold ensemble -> models/final"),
     "register": (_register, "reports/register.json",
@@ -192,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     configure_logging()
     args = build_parser().parse_args(argv)
-    if args.stage in ("tune", "crossval", "train", "register", "score", "predict"):
+    if args.stage in ("tune", "crossval", "reference", "train", "register", "score",
+                      "predict"):
         from rrlfeh.training.runner import quiet_tensorflow
 
         quiet_tensorflow()

@@ -133,3 +133,4 @@ def training_budget(params: Mapping[str, Any]) -> Mapping[str, Any]:
         if not isinstance(b.get(key), Mapping):
             raise ConfigError(f"budgets.{name}.{key} is missing or not a mapping")
     return _frozen({"name": name, **b})
+

@@ -29,6 +29,7 @@ STARS: dict[str, str] = {
     "r21_g": "float64",        # A2/A1, NaN when unknown
     "ra": "float64",           # deg, NaN when unknown
     "dec": "float64",          # deg, NaN when unknown
+    "feh_true": "float64",     # dex, the synthetic source's true [Fe/H]; NaN for real sources
     "period_derived": "bool",  # True when computed here from the light curve
     "epoch_derived": "bool",
     "type_derived": "bool",

@@ -26,13 +26,29 @@ LABELS) plus a `truth` table, deterministically from a seed. Relations used, and
   ../shared/data/gaia_dr3). Dirt rates measured there: ~3.9 % variability-rejected, ~1.7 % null
   flux (rejected by photometry, NaN mag/flux).
 - phi31_g_error: the formal Fourier error sqrt(2/N) sigma sqrt(1/A3^2 + 9/A1^2), inflated (model
-  and phase-coverage error) with a floor and log-normal scatter; the catalogue phi31_g / r21_g are
+  and phase-coverage error) with a floor and log-normal scatter, used where the Fourier fit of the
+  star's epochs fails; elsewhere the catalogue's phi31_g, its error and r21_g are that fit's (what
+  Gaia publishes, and what the labels below are made from); otherwise phi31_g / r21_g are
   the true values plus their errors, amplitude_g is the exact model peak-to-peak.
-- Labels: feh = true [Fe/H] + N(0, feh_error), feh_error log-normal (median 0.2 dex).
+- Labels: made the way the real ones are. Muraveva et al. 2025 (the labels the paper trained on)
+  apply a P-phi31 relation to the phi31 that Gaia's pipeline fitted on the star's own G epochs, so
+  a label is a function of the curve, not the spectroscopic truth plus noise the curve cannot
+  know. Here each star's clean G epochs (rrlfeh.lightcurve.derive.clean_mask; errors from
+  schema.mag_error) are fitted at its true period with rrlfeh.lightcurve.features.star_features
+  (default FIT_KNOBS), and its type's relation in rrlfeh.relations.LABEL_RELATIONS is applied to
+  that phi31 (and P): RRab Iorio & Belokurov 2021, [Fe/H] = -1.691 - 4.722 (P - 0.6)
+  + 0.681 (phi31 - 2.0); RRc the same form with pivots P = 0.3, phi31 = 3.5 and the generator's own
+  UNVERIFIED coefficients above. The label gets N(0, label_spread) more (default 0.05 dex: the
+  posterior spread of Muraveva's labels on dense curves, and the ~0.05 dex a P-phi31 line on our
+  own fit reaches against the real labels at >= 60 epochs, SCIENCE.md); feh_error =
+  label_spread (+) c * phi31_error (c: the relation's phi31 slope). A star the fit fails on (no
+  finite phi31 and error) gets no label, as stars Gaia published no phi31 for have none. The true
+  [Fe/H] is kept in the stars table's feh_true (NaN for the real sources).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +72,11 @@ from rrlfeh.data.synthetic_shapes import (
     rrab_shape,
     rrc_shape,
 )
+from rrlfeh.lightcurve.derive import clean_mask
+from rrlfeh.lightcurve.features import FIT_KNOBS, features_of_stars
+from rrlfeh.relations import LABEL_RELATIONS, RRAB_PUBLISHED, Relation
+
+log = logging.getLogger(__name__)
 
 TWO_PI = 2.0 * np.pi
 
@@ -99,6 +120,43 @@ def truncated_normal_mixture(rng: np.random.Generator, n: int,
     return out
 
 
+def fit_clean_epochs(epochs: pd.DataFrame, star: np.ndarray, period: np.ndarray
+                     ) -> pd.DataFrame:
+    """features.FEATURES of each star (row i: star i) from the default-knob Fourier fit of its
+    clean G epochs at `period`, as Gaia's pipeline measures the phi31 its labels come from."""
+    ok = clean_mask(epochs)
+    order = np.argsort(star[ok], kind="stable")
+    offsets = np.r_[0, np.cumsum(np.bincount(star[ok], minlength=len(period)))]
+    t, mag, sigma = (np.asarray(a, float)[ok][order]
+                     for a in (epochs["time"], epochs["mag"], schema.mag_error(epochs)))
+    return features_of_stars(t, mag, sigma, offsets, period, **FIT_KNOBS)
+
+
+def phi31_slope(rel: Relation, period: np.ndarray, phi31: np.ndarray,
+                r21: np.ndarray) -> np.ndarray:
+    """d[Fe/H]/dphi31 of `rel` at each star (numerically: the relations are linear in their
+    features, so this is the phi31 coefficient, whatever convention shift the form applies)."""
+    h = 1e-6
+    return (rel.predict(period, phi31 + h, r21) - rel.predict(period, phi31, r21)) / h
+
+
+def relation_labels(rng: np.random.Generator, types: np.ndarray, period: np.ndarray,
+                    fit: pd.DataFrame, spread: float) -> tuple[np.ndarray, np.ndarray]:
+    """([Fe/H] label, its error) of each star: its type's LABEL_RELATIONS at the fitted phi31 and
+    P plus N(0, spread); error spread (+) slope * phi31_error. NaN both where the fit failed."""
+    phi31, r21 = fit["phi31"].to_numpy(float), fit["r21"].to_numpy(float)
+    noise = rng.standard_normal(len(period))
+    feh, slope = np.full(len(period), np.nan), np.full(len(period), np.nan)
+    with np.errstate(invalid="ignore"):
+        for kind, rel in LABEL_RELATIONS.items():
+            m = types == kind
+            feh[m] = rel.predict(period[m], phi31[m], r21[m])
+            slope[m] = phi31_slope(rel, period[m], phi31[m], r21[m])
+        error = np.hypot(spread, slope * fit["phi31_error"].to_numpy(float))
+    ok = np.isfinite(feh) & np.isfinite(error)
+    return np.where(ok, feh + spread * noise, np.nan), np.where(ok, error, np.nan)
+
+
 def _truncated(rng: np.random.Generator, mean: np.ndarray, sd: float, lo: float,
                hi: float) -> np.ndarray:
     """mean + N(0, sd), redrawn where outside [lo, hi] (falls back to clipping after 50 rounds)."""
@@ -118,10 +176,10 @@ def generate(n_stars: int, *, seed: int = 42, frac_rrc: float = 0.35,
              feh_range: tuple[float, float] = (-3.0, 0.3),
              rrab_period: tuple[float, float, float] = (0.58, -0.11, 0.055),
              rrc_period: tuple[float, float, float] = (0.33, -0.035, 0.025),
-             rrab_relation: tuple[float, float, float] = (-6.93, -6.04, 1.65),
+             rrab_relation: tuple[float, ...] = RRAB_PUBLISHED[0].coef,
              rrab_relation_scatter: float = 0.26,
              rrab_phi31_offset: float = -np.pi,
-             rrc_relation: tuple[float, float, float] = (-1.30, -8.5, 0.85),
+             rrc_relation: tuple[float, ...] = LABEL_RELATIONS["RRc"].coef,
              rrc_relation_scatter: float = 0.20,
              rrab_amplitude: tuple[float, float, float, float] = (0.88, -4.0, -0.20, 0.15),
              rrc_amplitude: tuple[float, float, float] = (0.40, 0.8, 0.08),
@@ -137,19 +195,21 @@ def generate(n_stars: int, *, seed: int = 42, frac_rrc: float = 0.35,
              null_frac: float = 0.017,
              phi31_error_inflation: float = 1.5,
              phi31_error_floor: float = 0.015,
-             feh_error_median: float = 0.20,
-             feh_error_sigma_ln: float = 0.40,
+             label_spread: float = 0.05,
              ) -> SyntheticSet:
     """Draw `n_stars` Gaia-DR3-like RR Lyrae stars (RRc with probability `frac_rrc`).
 
     Deterministic for a given seed and knobs. Period / relation tuples are (intercept, slope on
-    [Fe/H] or P, ...) as in the module docstring; `labelled_fraction` of the stars get a label.
+    [Fe/H] or P, ...) as in the module docstring; `labelled_fraction` of the stars get a label
+    (those whose phi31 fit succeeds: see "Labels" there), with `label_spread` dex of scatter.
     """
     if n_stars < 1:
         raise ValueError(f"n_stars must be >= 1, got {n_stars}")
     if not 0.0 <= frac_rrc <= 1.0 or not 0.0 <= labelled_fraction <= 1.0:
         raise ValueError(f"frac_rrc={frac_rrc} and labelled_fraction={labelled_fraction} "
                          "must be in [0, 1]")
+    if not (np.isfinite(label_spread) and label_spread >= 0):
+        raise ValueError(f"label_spread must be a finite number >= 0, got {label_spread}")
     rng = np.random.default_rng(seed)
     n = n_stars
 
@@ -236,6 +296,7 @@ def generate(n_stars: int, *, seed: int = 42, frac_rrc: float = 0.35,
         "source_id": source_id, "type": types, "period": period, "epoch_max": epoch_max,
         "amplitude_g": amplitude, "mean_mag_g": mean_mag, "n_epochs_g": n_clean,
         "phi31_g": phi31_g, "phi31_g_error": phi31_err, "r21_g": r21_g, "ra": ra, "dec": dec,
+        "feh_true": feh,
     })
     truth = pd.DataFrame({
         "source_id": source_id, "type": types, "period": period, "feh": feh,
@@ -250,9 +311,18 @@ def generate(n_stars: int, *, seed: int = 42, frac_rrc: float = 0.35,
         "flux": flux, "flux_error": flux_error, "rejected": rejected,
     })
 
-    labelled = rng.random(n) < labelled_fraction
-    feh_error = feh_error_median * np.exp(feh_error_sigma_ln * rng.standard_normal(n))
-    feh_obs = feh + feh_error * rng.standard_normal(n)
+    wanted = rng.random(n) < labelled_fraction
+    fit = fit_clean_epochs(epochs, star, period)
+    feh_obs, feh_error = relation_labels(rng, types, period, fit, label_spread)
+    # the catalogue publishes the fitted phi31 / R21 (as Gaia's vari_rrlyrae does), where the fit
+    # gives them; the generator's drawn values with their errors elsewhere
+    for col, value in (("phi31_g", "phi31"), ("phi31_g_error", "phi31_error"), ("r21_g", "r21")):
+        fitted = fit[value].to_numpy(float)
+        stars[col] = np.where(np.isfinite(fitted), fitted, stars[col].to_numpy(float))
+    labelled = wanted & np.isfinite(feh_obs)
+    log.info("synthetic labels: %d of %d stars labelled; %d of the %d drawn for a label have no "
+             "phi31 fit and stay unlabelled", labelled.sum(), n, (wanted & ~labelled).sum(),
+             wanted.sum())
     labels = pd.DataFrame({"source_id": source_id, "feh": feh_obs, "feh_error": feh_error})
     labels = labels.loc[labelled]
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.lightcurve.classify import classify_bailey
-from rrlfeh.lightcurve.fourier import fit_fourier_clipped
+from rrlfeh.lightcurve.features import fit_star
 from rrlfeh.lightcurve.period import search_period
 
 COLUMNS: dict[str, str] = {
@@ -73,13 +73,14 @@ def derive_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
                      min_points_per_param=min_points_per_param,
                      subharmonic_alpha=subharmonic_alpha, clip_sigma=clip_sigma,
                      outlier_min_fraction=outlier_min_fraction)
-    fit_kw = dict(max_harmonics=max_harmonics, min_harmonics=min_harmonics,
-                  min_points_per_param=min_points_per_param)
     try:
         found = search_period(t, mag, sigma, **search_kw)
-        fit, keep = fit_fourier_clipped(t, mag, sigma, found.period, clip_sigma=clip_sigma,
-                                        outlier_min_fraction=outlier_min_fraction,
-                                        max_clipped_fraction=max_clipped_fraction, **fit_kw)
+        # the features' own fit (rrlfeh.lightcurve.features), as preprocess and serving do
+        fit, keep = fit_star(t, mag, sigma, found.period, max_harmonics=max_harmonics,
+                             min_harmonics=min_harmonics,
+                             min_points_per_param=min_points_per_param, clip_sigma=clip_sigma,
+                             outlier_min_fraction=outlier_min_fraction,
+                             max_clipped_fraction=max_clipped_fraction)
     except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
         out["fit_reason"] = f"fit failed: {exc}"
         return out

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
+from rrlfeh.lightcurve.features import features_of_stars
 from rrlfeh.preprocess.fold import (
     count_adjacent_equal,
     fold_phase,
@@ -75,6 +76,12 @@ class ProcessedCurves:
     gcv: np.ndarray            # (N,) GCV score at the chosen smoothing (mag^2)
     max_phase_gap: np.ndarray  # (N,) largest phase gap of the data
     phase_shift: np.ndarray    # (N,) phase moved to 0 by align_max (0 when not aligned)
+    # the Fourier fit of the star's usable epochs (rrlfeh.lightcurve.features; NaN if none)
+    phi31: np.ndarray          # (N,) rad in [0, 2 pi), cosine convention
+    phi31_error: np.ndarray    # (N,) rad
+    r21: np.ndarray            # (N,) A2 / A1
+    a1: np.ndarray             # (N,) mag
+    fourier_harmonics: np.ndarray  # (N,) harmonics of the fit (chosen by BIC)
 
     def __len__(self) -> int:
         return int(self.source_id.size)
@@ -126,7 +133,8 @@ def preprocess_light_curves(
     gcv_gamma: float = 1.0, log10_lam_min: float = -6.0, log10_lam_max: float = 4.0,
     n_lam: int = 51, min_resid_dof: float = 2.0, chunk_size: int = 2048, align_max: bool = False,
     n_threads: int = 1, clip_sigma: float | None = 10.0, clip_min_mag: float = 0.4,
-    clip_window: int = 3,
+    clip_window: int = 3, feature_error: np.ndarray | None = None,
+    fourier: dict | None = None,
 ) -> tuple[ProcessedCurves, pd.DataFrame]:
     """Fold, smooth, resample and standardise light curves given in time.
 
@@ -143,10 +151,14 @@ def preprocess_light_curves(
     out of the fit (clip_sigma None: none); never below `min_points` epochs. In n_clipped.
     align_max: resample from the smooth curve's maximum light (phase shift reported), for inputs
     whose epoch/phase zero is not at maximum (e.g. DG22, maximum near phase 0.65).
+    Per-star features (phi31, r21, ...): the Fourier fit of the same usable epochs in phase
+    (`rrlfeh.lightcurve.features`, knobs `fourier`), weighted by `feature_error` (per epoch, mag;
+    None or unusable values: equal weights), whatever `mag_error` does to the spline.
     Returns (processed curves in `star_id` order, rejected table [source_id, reason]).
     """
     knobs = _Knobs.of(locals())
     sid, t, m, err = _epoch_arrays(source_id, time, mag, mag_error, "time")
+    feat_err = _feature_error(feature_error, sid.size)
     stars, idx = _link(sid, star_id)
     period = _star_array(period, stars, "period")
     epoch_max = _star_array(epoch_max, stars, "epoch_max")
@@ -159,7 +171,7 @@ def preprocess_light_curves(
     phase = fold_phase(t, epoch_max[np.maximum(idx, 0)], period[np.maximum(idx, 0)])
     return _smooth_batch(stars, idx, phase, t, m, err, period, reasons, knobs,
                          foldable=~(bad_period | bad_epoch), check_duplicates=True,
-                         xname="time")
+                         xname="time", feat_err=feat_err, fourier=fourier)
 
 
 def preprocess_folded(
@@ -171,7 +183,8 @@ def preprocess_folded(
     gcv_gamma: float = 1.0, log10_lam_min: float = -6.0, log10_lam_max: float = 4.0,
     n_lam: int = 51, min_resid_dof: float = 2.0, chunk_size: int = 2048, align_max: bool = False,
     n_threads: int = 1, clip_sigma: float | None = 10.0, clip_min_mag: float = 0.4,
-    clip_window: int = 3,
+    clip_window: int = 3, feature_error: np.ndarray | None = None,
+    fourier: dict | None = None,
 ) -> tuple[ProcessedCurves, pd.DataFrame]:
     """Smooth, resample and standardise curves that are already folded (maximum near phase 0).
 
@@ -180,6 +193,7 @@ def preprocess_folded(
     """
     knobs = _Knobs.of(locals())
     sid, ph, m, err = _epoch_arrays(source_id, phase, mag, mag_error, "phase")
+    feat_err = _feature_error(feature_error, sid.size)
     stars, idx = _link(sid, star_id)
     reasons = _Reasons(stars)
     reasons.add_unknown(sid[idx < 0])
@@ -192,7 +206,8 @@ def preprocess_folded(
     with np.errstate(invalid="ignore"):
         ph = wrap_phase(ph)
     return _smooth_batch(stars, idx, ph, ph, m, err, period, reasons, knobs,
-                         foldable=~bad_period, check_duplicates=False, xname="phase")
+                         foldable=~bad_period, check_duplicates=False, xname="phase",
+                         feat_err=feat_err, fourier=fourier)
 
 
 def preprocess_tables(epochs: pd.DataFrame, stars: pd.DataFrame, *, use_mag_error: bool = False,
@@ -203,12 +218,12 @@ def preprocess_tables(epochs: pd.DataFrame, stars: pd.DataFrame, *, use_mag_erro
     as in the paper: on real DR3 curves the weights did not change the held-out error).
     `knobs` go to `preprocess_light_curves`."""
     clean = epochs.loc[~epochs["rejected"].to_numpy(bool)]
-    mag_error = schema.mag_error(clean) if use_mag_error else None
+    errors = schema.mag_error(clean)
     return preprocess_light_curves(
         clean["source_id"].to_numpy(np.int64), clean["time"].to_numpy(float),
         clean["mag"].to_numpy(float), stars["period"].to_numpy(float),
         stars["epoch_max"].to_numpy(float), star_id=stars["source_id"].to_numpy(np.int64),
-        mag_error=mag_error, **knobs)
+        mag_error=errors if use_mag_error else None, feature_error=errors, **knobs)
 
 
 class _Reasons:
@@ -255,6 +270,16 @@ def _epoch_arrays(source_id, x, mag, mag_error, name: str):
     return sid, x, m, err
 
 
+def _feature_error(values, n: int) -> np.ndarray | None:
+    """Per-epoch magnitude errors of the Fourier features (None: equal weights)."""
+    if values is None:
+        return None
+    err = _numbers(values)
+    if err.size != n:
+        raise ValueError(f"feature_error has {err.size} entries but there are {n} epochs")
+    return err
+
+
 def _numbers(values) -> np.ndarray:
     """A flat float64 array; entries that are not numbers (text, None in an object array) are
     NaN, so their star is judged by the usable-epoch rules instead of the whole batch failing."""
@@ -279,7 +304,8 @@ def _star_array(values, stars: np.ndarray, name: str) -> np.ndarray:
 
 
 def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reasons, k: _Knobs,
-                  *, foldable: np.ndarray, check_duplicates: bool, xname: str):
+                  *, foldable: np.ndarray, check_duplicates: bool, xname: str,
+                  feat_err: np.ndarray | None = None, fourier: dict | None = None):
     """Shared tail: epoch checks, spline fits, resampling, standardisation, rejection table."""
     n_stars = stars.size
     known = idx >= 0
@@ -319,6 +345,7 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
     fit_offsets = offsets_from_sorted(np.cumsum(good)[star_sorted[take]] - 1, int(good.sum()))
     x_fit, y_fit = ph_s[take], m_s[take]
     w_fit = None if err is None else 1.0 / (err[order][take] ** 2 + k.error_floor ** 2)
+    s_fit = None if feat_err is None else feat_err[order][take]
     n_clipped = np.zeros(fit_offsets.size - 1, np.int64)
     if k.clip_sigma is not None and x_fit.size:
         out = _phase_outliers(x_fit, y_fit, fit_offsets, k)
@@ -328,6 +355,7 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
             fit_offsets = offsets_from_sorted(star[~out], fit_offsets.size - 1)
             x_fit, y_fit = x_fit[~out], y_fit[~out]
             w_fit = None if w_fit is None else w_fit[~out]
+            s_fit = None if s_fit is None else s_fit[~out]
     fit = _fit(x_fit, y_fit, w_fit, fit_offsets, k)
     grid = np.arange(k.n_points) / k.n_points
     curves, mean, std, amplitude, shift = _resample(fit, grid, k.align_max, k.chunk_size)
@@ -344,6 +372,11 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
 
     ok = fit.ok & (std >= k.min_std)
     rows = good_rows[ok]
+    keep_fit = np.repeat(ok, np.diff(fit_offsets))
+    feats = features_of_stars(x_fit[keep_fit], y_fit[keep_fit],
+                              None if s_fit is None else s_fit[keep_fit],
+                              np.r_[0, np.cumsum(np.diff(fit_offsets)[ok])], 1.0,
+                              **(fourier or {}))
     out = ProcessedCurves(
         source_id=stars[rows].astype(np.int64), curves=curves if ok.all() else curves[ok],
         phase_grid=grid, time_in_cycle=(grid[None, :] * period[rows, None]).astype(np.float32),
@@ -351,7 +384,10 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
         n_epochs=counts[rows].astype(np.int64), n_dropped=n_dropped[rows].astype(np.int64),
         n_clipped=n_clipped[ok],
         log10_lam=fit.log10_lam[ok], edf=fit.edf[ok], resid_rms=resid_rms[ok], gcv=fit.gcv[ok],
-        max_phase_gap=gaps[rows], phase_shift=shift[ok])
+        max_phase_gap=gaps[rows], phase_shift=shift[ok],
+        phi31=feats["phi31"].to_numpy(), phi31_error=feats["phi31_error"].to_numpy(),
+        r21=feats["r21"].to_numpy(), a1=feats["a1"].to_numpy(),
+        fourier_harmonics=feats["n_harmonics"].to_numpy())
     return out, reasons.frame()
 
 

@@ -4,8 +4,10 @@
 Per step the paper's two channels (eq. 4): the standardised smooth magnitude and phase x period.
 Optional per-star channels, the same value at every step, give the network what per-curve
 standardisation removes or what the classical relations use: the period, φ31 and R21 of the
-smooth curve (an FFT of the resampled curve) and its peak-to-peak amplitude. They are fixed
-transforms, nothing fitted to the data, so training, scoring and serving see the same numbers.
+Fourier fit of the star's own epochs (`rrlfeh.lightcurve.features`, the fit the classical
+relations are measured on; the smooth curve's where the epochs are too few for a 3-harmonic fit),
+φ31's uncertainty, and the smooth curve's peak-to-peak amplitude. `star_values` gives them, so
+training, scoring, serving and the baselines see the same numbers.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ CHANNELS: tuple[str, str] = ("standardised_mag", "phase_x_period_d")
 # the second channel of a model for curves without a period (e.g. DG22): the phase alone
 PHASE_ONLY = "phase"
 # per-star channels (constant along the curve) that may follow them
-SCALAR_CHANNELS: tuple[str, ...] = ("period_d", "phi31", "r21", "amplitude_mag")
+SCALAR_CHANNELS: tuple[str, ...] = ("period_d", "phi31", "r21", "amplitude_mag",
+                                     "phi31_error")
 # φ31 (cosine convention, m = Σ A_k cos(2πkΦ + φ_k)) is given relative to this centre, wrapped
 # to ±π: RRab lie at 1.6-2.9 rad and RRc at 2.2-5.1 rad (synthetic and real Gaia G curves),
 # all far from the cut at 3.3 ± π.
 PHI31_CENTRE = 3.3
+# φ31's uncertainty where the fit gives none (too few epochs for 3 harmonics): no information
+PHI31_ERROR_UNKNOWN = 1.0  # rad
 
 
 def fourier_scalars(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +39,22 @@ def fourier_scalars(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     amp, phase = np.abs(coef), np.angle(coef)
     phi31 = np.angle(np.exp(1j * (phase[:, 2] - 3 * phase[:, 0] - PHI31_CENTRE)))
     return phi31, amp[:, 1] / np.maximum(amp[:, 0], 1e-12)
+
+
+def star_values(pc: ProcessedCurves) -> dict[str, np.ndarray]:
+    """The per-star channels' values of processed curves (SCALAR_CHANNELS, all finite where the
+    period is): φ31 (− PHI31_CENTRE, wrapped to ±π) and R21 of the Fourier fit, else of the
+    smooth curve; φ31's error clipped to PHI31_ERROR_UNKNOWN (that value where unknown)."""
+    smooth_phi31, smooth_r21 = fourier_scalars(pc.curves)
+    fit_phi31 = np.angle(np.exp(1j * (np.asarray(pc.phi31, float) - PHI31_CENTRE)))
+    has_fit = np.isfinite(fit_phi31) & np.isfinite(pc.r21)
+    err = np.asarray(pc.phi31_error, float)
+    return {"period_d": np.asarray(pc.period, float),
+            "phi31": np.where(has_fit, fit_phi31, smooth_phi31),
+            "r21": np.where(has_fit, pc.r21, smooth_r21),
+            "amplitude_mag": np.asarray(pc.amplitude, float),
+            "phi31_error": np.where(has_fit & np.isfinite(err),
+                                    np.minimum(err, PHI31_ERROR_UNKNOWN), PHI31_ERROR_UNKNOWN)}
 
 
 def check_channels(channels: Sequence[str]) -> tuple[str, ...]:
@@ -59,9 +80,7 @@ def network_input(pc: ProcessedCurves, channels: Sequence[str] = CHANNELS) -> np
     """(N, n_points, len(channels)) float32 in the order of `channels`."""
     channels = check_channels(channels)
     n, steps = pc.curves.shape
-    phi31, r21 = fourier_scalars(pc.curves) if len(channels) > 2 else (None, None)
-    per_star = {"period_d": pc.period, "phi31": phi31, "r21": r21,
-                "amplitude_mag": pc.amplitude}
+    per_star = star_values(pc) if len(channels) > 2 else {}
     out = np.empty((n, steps, len(channels)), np.float32)
     out[..., 0] = pc.curves
     out[..., 1] = pc.time_in_cycle if channels[1] == CHANNELS[1] else pc.phase_grid[None, :]

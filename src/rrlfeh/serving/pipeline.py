@@ -92,18 +92,29 @@ def score_request(req: Request, model: ScoringModel, *, derive_n_jobs: int = 1) 
         status[no_period] = "no period given (this model needs the period of a folded curve)"
 
     amplitude = np.full(len(out), np.nan)
+    scored_by = out["type"].to_numpy(object).copy()
     for kind in schema.TYPES:
         rows = np.flatnonzero((status == "") & (out["type"] == kind).to_numpy())
         if rows.size == 0:
             continue
-        if kind not in model.ensembles:
+        model_kind = _model_for(kind, model)
+        if model_kind is None:
             status[rows] = f"no {kind} model (too few {kind} training stars)"
             continue
-        _score_type(req, kind, rows, out, epoch_max, status, amplitude, model)
+        scored_by[rows] = model_kind
+        _score_type(req, model_kind, rows, out, epoch_max, status, amplitude, model)
     status[status == ""] = "ok"
     out["status"] = status
-    out["in_domain"], out["domain_reason"] = _domain(out, amplitude, s["domain"])
+    out["in_domain"], out["domain_reason"] = _domain(out, amplitude, s["domain"], scored_by)
     return conform_output(out)
+
+
+def _model_for(kind: str, model: ScoringModel) -> str | None:
+    """The type's own model, else the other type's (a star typed RRc by the Bailey classifier
+    still gets a value from an RRab-only model, flagged out of domain), else None."""
+    if kind in model.ensembles:
+        return kind
+    return next(iter(model.ensembles), None)
 
 
 def conform_output(out: pd.DataFrame) -> pd.DataFrame:
@@ -163,28 +174,33 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
                 epoch_max: np.ndarray, status: np.ndarray, amplitude: np.ndarray,
                 model: ScoringModel) -> None:
     """Preprocess and score the stars of one type (rows of `out`), as in training."""
+    from rrlfeh.lightcurve.features import fit_knobs
     from rrlfeh.preprocess import (
         CHANNELS,
         network_input,
         preprocess_folded,
         preprocess_light_curves,
     )
+    from rrlfeh.preprocess.network_input import star_values
+    from rrlfeh.training.baseline import combine, relation_predict
 
     s = model.settings["preprocess"]
     ids = out["source_id"].to_numpy(np.int64)[rows]
     e = req.epochs[req.epochs["source_id"].isin(ids) & ~req.epochs["rejected"].to_numpy(bool)]
-    knobs = dict(s["curves"], n_points=int(s["n_points"][kind]))
-    mag_error = e["mag_error"].to_numpy(float) if s.get("use_mag_error") else None
+    knobs = dict(s["curves"], n_points=int(s["n_points"][kind]),
+                 fourier=fit_knobs(model.settings["derive"]))
+    errors = e["mag_error"].to_numpy(float)
+    mag_error = errors if s.get("use_mag_error") else None
     if req.form == "time":
         pc, rej = preprocess_light_curves(
             e["source_id"].to_numpy(np.int64), e["time"].to_numpy(float),
             e["mag"].to_numpy(float), out["period"].to_numpy(float)[rows], epoch_max[rows],
-            star_id=ids, mag_error=mag_error, **knobs)
+            star_id=ids, mag_error=mag_error, feature_error=errors, **knobs)
     else:
         pc, rej = preprocess_folded(
             e["source_id"].to_numpy(np.int64), e["phase"].to_numpy(float),
             e["mag"].to_numpy(float), star_id=ids, period=out["period"].to_numpy(float)[rows],
-            mag_error=mag_error, align_max=True, **knobs)
+            mag_error=mag_error, feature_error=errors, align_max=True, **knobs)
     where = pd.Series(rows, index=ids)
     if len(rej):
         rej = rej.drop_duplicates("source_id")
@@ -194,6 +210,12 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     ens = model.ensembles[kind]
     mean, spread = ens.predict(network_input(pc, ens.manifest.get("channels", CHANNELS)),
                                batch_size=int(model.settings["batch_size"]), fused=True)
+    if "stack" in ens.manifest:  # what the gate chose: network, relation or their stack
+        weight = float(ens.manifest["stack"]["weight"])
+        values = star_values(pc)
+        relation = relation_predict(ens.manifest["relation"],
+                                    {"period": values["period_d"], **values})
+        mean, spread = combine(mean, relation, weight), weight * spread
     at = where.reindex(pc.source_id).to_numpy()
     out.loc[at, "feh"] = mean
     out.loc[at, "feh_spread"] = spread
@@ -202,10 +224,12 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     amplitude[at] = pc.amplitude
 
 
-def _domain(out: pd.DataFrame, amplitude: np.ndarray,
-            domain: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Whether each scored star is like the training stars, and why not: fewer epochs than the
-    cut, amplitude above the cut, period outside the training range of its type."""
+def _domain(out: pd.DataFrame, amplitude: np.ndarray, domain: Mapping[str, Any],
+            scored_by: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each scored star is like the training stars, and why not: scored by another
+    type's model, fewer epochs than the cut, amplitude above the cut, period outside the training
+    range of its type (which also checks the Bailey classifier's type against the periods the
+    model was trained on)."""
     reasons = [[] for _ in range(len(out))]
     ok = (out["status"] == "ok").to_numpy()
     n = out["n_epochs"].to_numpy()
@@ -214,14 +238,16 @@ def _domain(out: pd.DataFrame, amplitude: np.ndarray,
     min_epochs = domain.get("min_epochs")
     max_amp = domain.get("max_amplitude")
     for i in np.flatnonzero(ok):
+        if scored_by[i] != types[i]:
+            reasons[i].append(f"type {types[i]} has no model: scored by the {scored_by[i]} model")
         if min_epochs is not None and n[i] < min_epochs:
             reasons[i].append(f"{n[i]} epochs < {min_epochs} (training cut)")
         if max_amp is not None and amplitude[i] > max_amp:
             reasons[i].append(f"amplitude {amplitude[i]:.2f} > {max_amp:g} mag (training cut)")
-        lo, hi = domain.get("period_range", {}).get(types[i], (None, None))
+        lo, hi = domain.get("period_range", {}).get(scored_by[i], (None, None))
         if lo is not None and not lo <= period[i] <= hi:
-            reasons[i].append(f"period {period[i]:.4f} d outside the {types[i]} training range "
-                              f"{lo:.3f}-{hi:.3f} d")
+            reasons[i].append(f"period {period[i]:.4f} d outside the {scored_by[i]} training "
+                              f"range {lo:.3f}-{hi:.3f} d")
     text = np.array(["; ".join(r) if ok[i] else "not scored" for i, r in enumerate(reasons)],
                     dtype=object)
     return ok & (text == ""), text

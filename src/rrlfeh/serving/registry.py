@@ -100,12 +100,21 @@ def candidate_tags(settings: Mapping[str, Any], digest: str) -> dict[str, str]:
         cv = settings["crossval"][kind]
         tags[f"{kind}.n_stars"] = str(cv["n_stars"])
         tags[f"{kind}.data_digest"] = settings["data_digest"][kind]
+        # oof_*: what is served (the stack crossval chose); network_ and relation_ beside it
+        stack = cv.get("stack", {"oof": cv["oof"], "served": "network", "weight": 1.0,
+                                 "reason": "no relation was compared"})
         for name in ("rmse", "r2", "mae", "wrmse"):
-            tags[f"{kind}.oof_{name}"] = f"{cv['oof'][name]:.6f}"
+            tags[f"{kind}.oof_{name}"] = f"{stack['oof'][name]:.6f}"
+        tags[f"{kind}.network_oof_rmse"] = f"{cv['oof']['rmse']:.6f}"
+        tags[f"{kind}.served"] = stack["served"]
+        tags[f"{kind}.stack_weight"] = f"{stack['weight']:.2f}"
+        tags[f"{kind}.served_reason"] = stack["reason"]
+        if "relation" in cv:
+            tags[f"{kind}.relation_form"] = cv["relation"]["form"]
         tags[f"{kind}.val_r2_mean"] = f"{cv['val']['r2']['mean']:.6f}"
         tags[f"{kind}.val_rmse_mean"] = f"{cv['val']['rmse']['mean']:.6f}"
         if "baseline_oof" in cv:
-            tags[f"{kind}.baseline_oof_rmse"] = f"{cv['baseline_oof']['rmse']:.6f}"
+            tags[f"{kind}.relation_oof_rmse"] = f"{cv['baseline_oof']['rmse']:.6f}"
     return tags
 
 
@@ -126,12 +135,19 @@ def gate(candidate: Mapping[str, str], champion: Mapping[str, str] | None,
         raise ValueError(f"register.promote must be auto, always or never, got {policy!r}")
     if policy == "never":
         return Decision(False, "not promoted: register.promote is 'never'", {})
+    kinds = candidate["types"].split(",")
+    behind = [f"{k} {float(candidate[f'{k}.oof_rmse']):.4f} > relation "
+              f"{float(candidate[f'{k}.relation_oof_rmse']):.4f}" for k in kinds
+              if f"{k}.relation_oof_rmse" in candidate
+              and float(candidate[f"{k}.oof_rmse"]) > float(candidate[f"{k}.relation_oof_rmse"])]
+    if behind:  # never serve what loses to the line a user can fit from the same numbers
+        return Decision(False, "not promoted: out-of-fold RMSE worse than the classical relation "
+                               f"on the same stars for {'; '.join(behind)}", {})
     if champion is None:
         return Decision(True, "promoted: there was no champion", {})
     if policy == "always":
         return Decision(True, f"promoted over v{champion_version}: register.promote is 'always'",
                         {})
-    kinds = candidate["types"].split(",")
     lost = [k for k in champion.get("types", "").split(",") if k and k not in kinds]
     if lost:
         return Decision(False, f"not promoted: the candidate has no {', '.join(lost)} model "

@@ -23,6 +23,12 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.io import atomic_path, write_json, write_parquet
+from rrlfeh.training.baseline import (
+    choose_relation,
+    choose_stack,
+    combine,
+    relation_features,
+)
 from rrlfeh.training.kfold import FitSettings, FoldJob, fit_fold, stratified_folds
 from rrlfeh.training.metrics import aggregate, regression_metrics
 from rrlfeh.training.tracking import TrackingSettings, file_md5
@@ -43,20 +49,15 @@ def fold_predictions(results: list[dict[str, Any]], n: int,
         return oof, train_sum / train_n
 
 
-def baseline_folds(data, results: list[dict[str, Any]],
-                   n_repeats: int) -> tuple[list[dict[str, float]], np.ndarray]:
-    """The classical (P, φ31, R21) plane fitted on each fold's training part: its validation
-    metrics per fold and its out-of-fold prediction (mean over repeats)."""
-    from rrlfeh.training.baseline import LinearRelation, plane_features
-
-    feats = plane_features(data.X, data.period)
-    per_fold, oof = [], np.zeros((n_repeats, len(data)))
-    for r in results:
-        tr, va = np.asarray(r["train_index"]), np.asarray(r["val_index"])
-        pred = LinearRelation().fit(feats[tr], data.y[tr], data.weights[tr]).predict(feats[va])
-        per_fold.append(regression_metrics(data.y[va], pred, data.weights[va]))
-        oof[r["repeat"] - 1, va] = pred
-    return per_fold, oof.mean(axis=0)
+def relation_on_folds(data, results: list[dict[str, Any]]) -> tuple[dict[str, Any], np.ndarray]:
+    """The classical relation chosen and fitted on the network's folds: its form, coefficients
+    (all training stars), validation metrics per fold, and out-of-fold predictions."""
+    folds = [(r["repeat"], np.asarray(r["train_index"]), np.asarray(r["val_index"]))
+             for r in results]
+    rel = choose_relation(data, folds)
+    rel["val"] = aggregate(regression_metrics(data.y[va], pred, data.weights[va])
+                           for (_, _, va), pred in zip(folds, rel.pop("per_fold"), strict=True))
+    return rel, rel.pop("oof")
 
 
 def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
@@ -67,15 +68,20 @@ def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
     results = sorted(results, key=lambda r: (r["repeat"], r["fold"]))
     oof, pred_train = fold_predictions(results, len(data), n_repeats)
     pred_oof = oof.mean(axis=0)
-    base_folds, base_oof = baseline_folds(data, results, n_repeats)
+    relation, rel_oof = relation_on_folds(data, results)
+    stack = choose_stack(data.y, pred_oof, rel_oof)
+    served_oof = combine(pred_oof, rel_oof, stack["weight"])
+    oof_metrics = lambda pred: {k: v for k, v in regression_metrics(  # noqa: E731
+        data.y, pred, data.weights).items() if k != "n"}
     metrics = {
         "train": aggregate(r["metrics_train"] for r in results),
         "val": aggregate(r["metrics_val"] for r in results),
-        "oof": {k: v for k, v in regression_metrics(data.y, pred_oof, data.weights).items()
-                if k != "n"},
-        "baseline_val": aggregate(base_folds),
-        "baseline_oof": {k: v for k, v in regression_metrics(
-            data.y, base_oof, data.weights).items() if k != "n"},
+        "oof": oof_metrics(pred_oof),
+        # the classical relation on the same folds, and the served stack (gate: register)
+        "baseline_val": relation["val"],
+        "baseline_oof": oof_metrics(rel_oof),
+        "relation": {k: v for k, v in relation.items() if k != "val"},
+        "stack": {**stack, "oof": oof_metrics(served_oof)},
         "n_stars": len(data), "n_folds": len(results),
         "best_epoch_median": float(np.median([r["best_epoch"] for r in results])),
         "stopped_by": {k: sum(r.get("stopped_by") == k for r in results)
@@ -83,7 +89,8 @@ def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
     }
     table = pd.DataFrame({"source_id": data.source_id, "feh": data.y, "weight": data.weights,
                           "n_epochs": data.n_epochs, "period": data.period,
-                          "pred_oof": pred_oof, "pred_train_mean": pred_train})
+                          "pred_oof": pred_oof, "pred_train_mean": pred_train,
+                          "relation_oof": rel_oof, "served_oof": served_oof})
     for r in range(n_repeats):
         table[f"pred_oof_r{r + 1}"] = oof[r]
     m_tr = {k: v["mean"] for k, v in metrics["train"].items()}
@@ -151,6 +158,32 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
                     tags=git_tags(root))
             for r, k, tr, va in folds]
     return data, jobs, parent_id, ckpt, n_repeats
+
+
+def log_relation(kind: str, data, m: Mapping[str, Any], experiment_id: str, parent_id: str,
+                 root: Path) -> str:
+    """The classical relation as a candidate of its own: an MLflow run in the experiment (same
+    folds as the network's K-fold run, linked by tag) with its figures and the fitted relation
+    as a scikit-learn model of its features."""
+    import mlflow
+    from sklearn.linear_model import LinearRegression
+
+    from rrlfeh.training.tracking import git_tags
+
+    rel = m["relation"]
+    model = LinearRegression().fit(relation_features(data, rel["form"]), data.y)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"relation {kind}",
+                          tags={**git_tags(root), "dvc.stage": "crossval", "rr_type": kind,
+                                "candidate": "relation", "crossval_run_id": parent_id}) as run:
+        mlflow.log_params({"form": rel["form"], "features": ",".join(rel["features"]),
+                           **{f"coef_{i}": f"{c:.6f}" for i, c in enumerate(rel["coef"])}})
+        mlflow.log_metrics({**{f"val_{k}_mean": v["mean"] for k, v in m["baseline_val"].items()},
+                            **{f"val_{k}_std": v["std"] for k, v in m["baseline_val"].items()},
+                            **{f"oof_{k}": v for k, v in m["baseline_oof"].items()},
+                            **{f"oof_rmse_{f}": v for f, v in rel["rmse_by_form"].items()}})
+        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+        mlflow.sklearn.log_model(model, name="relation")
+        return run.info.run_id
 
 
 FIGURES = ("learning_curves", "true_vs_predicted", "residuals_vs_epochs")
@@ -243,11 +276,18 @@ def run(processed_dir: Path, hparams_path: Path, params: Mapping[str, Any], root
             flat.update({f"oof_{k}": v for k, v in m["oof"].items()})
             flat.update({f"baseline_val_{name}_mean": v["mean"]
                          for name, v in m["baseline_val"].items()})
-            mlflow.log_metrics({**flat, "best_epoch_median": m["best_epoch_median"]})
+            flat.update({f"relation_oof_{k}": v for k, v in m["baseline_oof"].items()})
+            flat.update({f"served_oof_{k}": v for k, v in m["stack"]["oof"].items()})
+            mlflow.log_metrics({**flat, "best_epoch_median": m["best_epoch_median"],
+                                "stack_weight": m["stack"]["weight"]})
+            mlflow.set_tags({"served": m["stack"]["served"],
+                             "served_reason": m["stack"]["reason"]})
             for f in figs:
                 mlflow.log_artifact(str(f), artifact_path="figures")
             mlflow.log_artifact(str(dest / "predictions.parquet"))
+        log_relation(kind, data, m, experiment_id, parent_id, root)
         metrics[kind] = m
+        log.info("%s: served %s (%s)", kind, m["stack"]["served"], m["stack"]["reason"])
         log.info("%s: validation R2 %.3f ± %.3f, RMSE %.3f ± %.3f, wRMSE %.3f ± %.3f (classical "
                  "P-phi31-R21 plane: R2 %.3f, RMSE %.3f)", kind,
                  m["val"]["r2"]["mean"], m["val"]["r2"]["std"], m["val"]["rmse"]["mean"],

@@ -20,7 +20,7 @@ import pandas as pd
 from rrlfeh.data import schema
 from rrlfeh.io import atomic_path, write_json, write_parquet
 from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
-from rrlfeh.preprocess.network_input import CHANNELS, network_input
+from rrlfeh.preprocess.network_input import CHANNELS, network_input, star_values
 from rrlfeh.reasons import reason_counts
 from rrlfeh.weights import feh_strata, kde_weights, stratified_split
 
@@ -58,6 +58,9 @@ def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[st
         "spline_log10_lam": pc.log10_lam,
         "spline_edf": pc.edf, "spline_resid_rms": pc.resid_rms, "spline_gcv": pc.gcv,
         "max_phase_gap": pc.max_phase_gap, "phase_shift": pc.phase_shift,
+        # the per-star features as the network's channels carry them (the baselines' inputs)
+        **{f"star_{k}": v for k, v in star_values(pc).items() if k != "period_d"},
+        "fourier_harmonics": pc.fourier_harmonics,
     }
 
 
@@ -68,7 +71,8 @@ def save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
     return path
 
 
-def from_raw(raw_dir: Path, validated: Path, p: Mapping[str, Any]):
+def from_raw(raw_dir: Path, validated: Path, p: Mapping[str, Any],
+             fourier: Mapping[str, Any]):
     """Per type: (stars with labels, processed curves, rejected) from validated stars + epochs."""
     stars = pd.read_parquet(validated)
     epochs = pd.read_parquet(raw_dir / "epochs.parquet")
@@ -77,11 +81,12 @@ def from_raw(raw_dir: Path, validated: Path, p: Mapping[str, Any]):
         s = stars[stars["type"] == kind].reset_index(drop=True)
         e = epochs[epochs["source_id"].isin(s["source_id"])]
         pc, rej = preprocess_tables(e, s, use_mag_error=bool(p.get("use_mag_error", True)),
-                                    n_points=int(p["n_points"][kind]), **dict(p.get("curves", {})))
+                                    n_points=int(p["n_points"][kind]), fourier=dict(fourier),
+                                    **dict(p.get("curves", {})))
         yield kind, s, pc, rej
 
 
-def from_folded(root: Path, p: Mapping[str, Any]):
+def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
     """The pre-folded curves of labelled stars (one type), with periods when given; labelled stars
     without a curve are rejected with that reason (unlabelled curves are for scoring, not here)."""
     from rrlfeh.data.dg22 import read_dg22_curves, read_dg22_labels
@@ -105,7 +110,7 @@ def from_folded(root: Path, p: Mapping[str, Any]):
                                 c["mag"].to_numpy(float), star_id=stars["source_id"].to_numpy(),
                                 period=period, n_points=int(p["n_points"][kind]),
                                 align_max=bool(f.get("align_max", True)),
-                                **dict(p.get("curves", {})))
+                                fourier=dict(fourier), **dict(p.get("curves", {})))
     yield kind, stars, pc, pd.concat([rej, no_curve], ignore_index=True)
     for other in schema.TYPES:
         if other != kind:
@@ -137,13 +142,16 @@ def figures(stars: pd.DataFrame, arrays: Mapping[str, Mapping[str, np.ndarray]],
 
 
 def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
-        metrics_path: Path) -> dict[str, Any]:
-    """Process every type; write <type>.npz, rejected.parquet, figures and metrics."""
+        metrics_path: Path, fourier: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Process every type; write <type>.npz, rejected.parquet, figures and metrics. `fourier`:
+    the Fourier-fit knobs of the per-star features (config.fourier_knobs)."""
+    fourier = fourier or {}
     out_dir = root / p.get("out_dir", "data/processed")
     source = p.get("source", "raw")
     if source not in ("raw", "folded"):
         raise ValueError(f"preprocess.source must be 'raw' or 'folded', got {source!r}")
-    parts = from_raw(raw_dir, validated, p) if source == "raw" else from_folded(root, p)
+    parts = (from_raw(raw_dir, validated, p, fourier) if source == "raw"
+             else from_folded(root, p, fourier))
     metrics: dict[str, Any] = {"source": source, "by_type": {}}
     arrays, rejected, all_stars = {}, [], []
     t0 = time.perf_counter()

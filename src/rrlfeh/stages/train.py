@@ -51,28 +51,37 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
         "phase_grid": phase_grid,
         "network": folds["network"], "crossval_run_id": folds["mlflow_run_id"],
         "crossval_metrics": folds["metrics"],
+        # what is served: stack weight·network + (1 - weight)·relation, chosen out of fold
+        "relation": {k: folds["metrics"]["relation"][k] for k in ("form", "features", "coef")},
+        "stack": {k: folds["metrics"]["stack"][k] for k in ("weight", "served", "reason")},
     }
     write_json(manifest, dest / MANIFEST)
     return manifest
 
 
-def evaluate_test(ens: Ensemble, train, test) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The test split, used once: the ensemble's Table-1 figures, the classical plane fitted on
-    all training stars, and the coverage of the per-star error."""
+def evaluate_test(ens: Ensemble, test) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The test split, used once: the served model's Table-1 figures (the stack of network and
+    relation the manifest names), the network's and the relation's alone, and the coverage of
+    the per-star error."""
     from rrlfeh.evaluation import coverage
-    from rrlfeh.training.baseline import LinearRelation, plane_features
+    from rrlfeh.training.baseline import combine, relation_features
 
-    mean, spread = ens.predict(test.X)
-    err = ens.total_error(spread, test.n_epochs)
-    plane = LinearRelation().fit(plane_features(train.X, train.period), train.y, train.weights)
-    plane_pred = plane.predict(plane_features(test.X, test.period))
+    network, spread = ens.predict(test.X)
+    rel, stack = ens.manifest["relation"], ens.manifest["stack"]
+    coef = np.asarray(rel["coef"], float)
+    relation = coef[0] + relation_features(test, rel["form"]) @ coef[1:]
+    served = combine(network, relation, stack["weight"])
+    err = ens.total_error(stack["weight"] * spread, test.n_epochs)
     strip = lambda m: {k: v for k, v in m.items() if k != "n"}  # noqa: E731
-    m = {"n_stars_test": len(test), "test": strip(regression_metrics(test.y, mean, test.weights)),
-         "baseline_test": strip(regression_metrics(test.y, plane_pred, test.weights)),
-         "coverage_test": coverage(mean - test.y, err)}
+    m = {"n_stars_test": len(test),
+         "test": strip(regression_metrics(test.y, served, test.weights)),
+         "network_test": strip(regression_metrics(test.y, network, test.weights)),
+         "baseline_test": strip(regression_metrics(test.y, relation, test.weights)),
+         "coverage_test": coverage(served - test.y, err)}
     table = pd.DataFrame({"source_id": test.source_id, "feh": test.y, "weight": test.weights,
-                          "n_epochs": test.n_epochs, "period": test.period, "feh_pred": mean,
-                          "feh_spread": spread, "feh_std": err, "plane_pred": plane_pred})
+                          "n_epochs": test.n_epochs, "period": test.period, "feh_pred": served,
+                          "network_pred": network, "feh_spread": stack["weight"] * spread,
+                          "feh_std": err, "plane_pred": relation})
     return m, table
 
 
@@ -106,15 +115,17 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         mean, spread = ens.predict(data.X)
         oof = pd.read_parquet(src / "predictions.parquet")
         fit_m = regression_metrics(data.y, mean, data.weights)
-        oof_m = regression_metrics(oof["feh"].to_numpy(), oof["pred_oof"].to_numpy(),
+        # the served model's out-of-fold predictions (the stack crossval chose)
+        oof_m = regression_metrics(oof["feh"].to_numpy(), oof["served_oof"].to_numpy(),
                                    oof["weight"].to_numpy())
+        spread = manifest["stack"]["weight"] * spread
         # the members' spread is model disagreement only; the out-of-fold residuals set the
         # rest of the per-star error (label noise, information the curve does not hold)
         residual_sigma = float(np.sqrt(max(oof_m["rmse"] ** 2 - np.mean(spread**2), 0.0)))
         manifest["residual_sigma"] = residual_sigma
         # ... and as a function of the number of epochs (what `feh_std` uses)
         manifest["residual_model"] = residual_model(
-            data.n_epochs, oof["pred_oof"].to_numpy() - oof["feh"].to_numpy(), spread)
+            data.n_epochs, oof["served_oof"].to_numpy() - oof["feh"].to_numpy(), spread)
         write_json(manifest, out_dir / kind / MANIFEST)
         ens.manifest = manifest
         test = load_training_set(processed, kind, part="test")
@@ -129,7 +140,7 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
                                     "feh_error": ens.total_error(spread, data.n_epochs)}),
                       out_dir / kind / "training_predictions.parquet")
         if len(test):
-            m_test, table = evaluate_test(ens, data, test)
+            m_test, table = evaluate_test(ens, test)
             m.update(m_test)
             write_parquet(table, out_dir / kind / "test_predictions.parquet")
         with stage_run(f"train {kind}", stage="train", root=root,
@@ -139,8 +150,11 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
             mlflow.log_metrics({**{f"in_sample_{k}": v for k, v in m["in_sample"].items()},
                                 **{f"oof_{k}": v for k, v in m["out_of_fold"].items()},
                                 **{f"test_{k}": v for k, v in m.get("test", {}).items()},
-                                **{f"plane_test_{k}": v
+                                **{f"relation_test_{k}": v
                                    for k, v in m.get("baseline_test", {}).items()},
+                                **{f"network_test_{k}": v
+                                   for k, v in m.get("network_test", {}).items()},
+                                "stack_weight": manifest["stack"]["weight"],
                                 **{f"test_{k}": v for k, v in m.get("coverage_test", {}).items()},
                                 "n_members": m["n_members"], "spread_median": m["spread_median"]})
             mlflow.log_artifacts(str(out_dir / kind), artifact_path=f"ensemble_{kind}")
@@ -149,8 +163,9 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
                  kind, m["n_members"], m["out_of_fold"]["r2"], m["out_of_fold"]["rmse"],
                  m["spread_median"])
         if "test" in m:
-            log.info("%s test split (%d stars, used once): R2 %.3f RMSE %.3f (plane R2 %.3f "
-                     "RMSE %.3f); within 1/2 feh_std %.0f %% / %.0f %%", kind, m["n_stars_test"],
+            log.info("%s test split (%d stars, used once): served (%s) R2 %.3f RMSE %.3f "
+                     "(relation R2 %.3f RMSE %.3f); within 1/2 feh_std %.0f %% / %.0f %%", kind,
+                     m["n_stars_test"], manifest["stack"]["served"],
                      m["test"]["r2"], m["test"]["rmse"],
                      m["baseline_test"]["r2"], m["baseline_test"]["rmse"],
                      100 * m["coverage_test"]["within_1sigma"],

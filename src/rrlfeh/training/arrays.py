@@ -28,6 +28,11 @@ class TrainingSet:
     period: np.ndarray
     is_test: np.ndarray
     channels: tuple[str, ...] = ("standardised_mag", "phase_x_period_d")
+    # per-star features as the network's channels carry them (preprocess.network_input
+    # .star_values): phi31 (centred), r21, phi31_error; the classical relations' inputs
+    phi31: np.ndarray | None = None
+    r21: np.ndarray | None = None
+    phi31_error: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -39,9 +44,11 @@ class TrainingSet:
 
     def subset(self, index: np.ndarray) -> TrainingSet:
         """The stars at `index` (fold training or validation part)."""
+        pick = lambda a: None if a is None else a[index]  # noqa: E731
         return TrainingSet(self.kind, self.X[index], self.y[index], self.weights[index],
                            self.strata[index], self.source_id[index], self.n_epochs[index],
-                           self.period[index], self.is_test[index], self.channels)
+                           self.period[index], self.is_test[index], self.channels,
+                           pick(self.phi31), pick(self.r21), pick(self.phi31_error))
 
 
 PARTS = ("train", "test", "all")
@@ -66,6 +73,8 @@ def load_training_set(path: str | Path, kind: str | None = None,
         is_test = d["is_test"].astype(bool) if "is_test" in d.files else np.zeros(n, bool)
         channels = (tuple(str(c) for c in d["channels"]) if "channels" in d.files
                     else ("standardised_mag", "phase_x_period_d"))
+        star = {k: d[f"star_{k}"].astype(float) if f"star_{k}" in d.files else None
+                for k in ("phi31", "r21", "phi31_error")}
     x, y, w = arrays["X"], arrays["y"], arrays["weights"]
     if x.ndim != 3 or len(x) != len(y) or len(w) != len(y):
         raise ValueError(f"{path}: X {x.shape}, y {y.shape}, weights {w.shape} do not match")
@@ -77,7 +86,7 @@ def load_training_set(path: str | Path, kind: str | None = None,
     full = TrainingSet(kind or path.stem, x.astype(np.float32), y.astype(np.float32),
                        w.astype(np.float32), arrays["strata"].astype(int),
                        arrays["source_id"].astype(np.int64), arrays["n_epochs"].astype(int),
-                       arrays["period"].astype(float), is_test, channels)
+                       arrays["period"].astype(float), is_test, channels, **star)
     if part == "all":
         return full
     return full.subset(np.flatnonzero(is_test if part == "test" else ~is_test))

@@ -1,34 +1,54 @@
-"""The classical baseline: a linear [Fe/H]–(P, φ31, R21) relation fitted on the same folds.
+"""The classical baseline and the served combination: a linear [Fe/H] relation in the per-star
+features the network sees, chosen and fitted on the training folds, and the stack of relation
+and network whose weight is chosen out of fold.
 
-Features come from the very inputs the network sees: the period, and the Fourier phases and
-amplitudes of the standardised curve resampled uniformly in phase (an FFT of channel 0). A
-weighted least-squares plane in (P, φ31, R21) is the textbook photometric-metallicity relation
-(e.g. Li et al. 2023); the network has to beat it to earn its keep.
+Features come from the training arrays (`TrainingSet.phi31`, `.r21`: the Fourier fit of each
+star's own epochs, `rrlfeh.lightcurve.features`, as `preprocess.network_input.star_values` puts
+them into the network's channels), so the relation and the network read the same numbers. The
+forms are the textbook photometric-metallicity relations: the line a + b·P + c·φ31 and the plane
+with R21 (Li et al. 2023); (φ31, R21) for curves without periods. They are fitted by ordinary
+least squares: the gate compares plain RMSE, and a user's spreadsheet line is fitted that way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
+# relation forms: the features of each, in order (TrainingSet attributes)
+FORMS: dict[str, tuple[str, ...]] = {
+    "line P-phi31": ("period", "phi31"),
+    "plane P-phi31-R21": ("period", "phi31", "r21"),
+    "plane phi31-R21 (no period)": ("phi31", "r21"),
+}
+STACK_STEP = 0.01  # grid of the network's weight in the stack, 0..1
 
-def fourier_features(x: np.ndarray, period: np.ndarray) -> np.ndarray:
-    """(N, 3) = period, φ31 (cosine convention, relative to a fixed centre) and R21 of the
-    curves' channel 0: the per-star values the network's scalar channels carry."""
-    from rrlfeh.preprocess.network_input import fourier_scalars
 
-    phi31, r21 = fourier_scalars(np.asarray(x, dtype=float)[:, :, 0])
-    return np.column_stack([np.asarray(period, dtype=float), phi31, r21])
+def forms_for(data) -> list[str]:
+    """The relation forms this data can use (the forms with P need every period known)."""
+    has_p = np.isfinite(np.asarray(data.period, float)).all()
+    return [f for f, cols in FORMS.items() if ("period" in cols) == has_p]
 
 
-def plane_features(x: np.ndarray, period: np.ndarray) -> np.ndarray:
+def relation_features(data, form: str) -> np.ndarray:
+    """(N, k) features of `form` from a TrainingSet (or any object with the same attributes)."""
+    cols = [getattr(data, c) for c in FORMS[form]]
+    if any(c is None for c in cols):
+        raise ValueError(f"{getattr(data, 'kind', 'data')}: no per-star features (rerun "
+                         "`rrlfeh preprocess`)")
+    return np.column_stack([np.asarray(c, float) for c in cols])
+
+
+def plane_features(data) -> np.ndarray:
     """The classical plane's features: (P, φ31, R21), or (φ31, R21) where any period is unknown
     (curves without periods, e.g. DG22)."""
-    f = fourier_features(x, period)
-    return f if np.isfinite(f[:, 0]).all() else f[:, 1:]
+    return relation_features(data, forms_for(data)[-1])
 
 
 class LinearRelation:
-    """Weighted least-squares plane [Fe/H] = a + b·features (KDE weights, as the network)."""
+    """Least-squares plane [Fe/H] = a + b·features (optionally weighted)."""
 
     def fit(self, features: np.ndarray, y: np.ndarray,
             weights: np.ndarray | None = None) -> LinearRelation:
@@ -39,3 +59,67 @@ class LinearRelation:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self.coef_[0] + features @ self.coef_[1:]
+
+
+def relation_oof(data, form: str, folds: Sequence[tuple[int, np.ndarray, np.ndarray]]
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Out-of-fold predictions of `form` (mean over repeats) and each fold's validation
+    predictions; folds are (repeat, train index, validation index)."""
+    f = relation_features(data, form)
+    n_repeats = max(r for r, _, _ in folds)
+    oof, per_fold = np.zeros((n_repeats, len(data))), []
+    for r, tr, va in folds:
+        pred = LinearRelation().fit(f[tr], data.y[tr]).predict(f[va])
+        oof[r - 1, va] = pred
+        per_fold.append(pred)
+    return oof.mean(axis=0), per_fold
+
+
+def rmse(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(y, float) - np.asarray(pred, float)) ** 2)))
+
+
+def choose_relation(data, folds: Sequence[tuple[int, np.ndarray, np.ndarray]]
+                    ) -> dict[str, Any]:
+    """The relation form with the lowest out-of-fold RMSE on the training folds, refitted on all
+    training stars: {form, features, coef, oof (predictions), per_fold, rmse_by_form}."""
+    scored = {form: relation_oof(data, form, folds) for form in forms_for(data)}
+    by_form = {form: rmse(data.y, oof) for form, (oof, _) in scored.items()}
+    best = min(by_form, key=by_form.get)
+    fit = LinearRelation().fit(relation_features(data, best), data.y)
+    return {"form": best, "features": list(FORMS[best]),
+            "coef": [float(c) for c in fit.coef_], "oof": scored[best][0],
+            "per_fold": scored[best][1], "rmse_by_form": by_form}
+
+
+def choose_stack(y: np.ndarray, network_oof: np.ndarray,
+                 relation_oof_pred: np.ndarray) -> dict[str, Any]:
+    """The network's weight w in w·network + (1 − w)·relation minimising out-of-fold RMSE (grid
+    STACK_STEP), and what is served: 'network' (w = 1), 'relation' (w = 0) or 'stack', with the
+    reason. The relation is w = 0, so the served model is never worse than it out of fold."""
+    grid = np.round(np.arange(0.0, 1.0 + STACK_STEP / 2, STACK_STEP), 10)
+    scores = [rmse(y, w * network_oof + (1 - w) * relation_oof_pred) for w in grid]
+    w = float(grid[int(np.argmin(scores))])
+    net, rel, best = rmse(y, network_oof), rmse(y, relation_oof_pred), float(min(scores))
+    served = "network" if w == 1.0 else "relation" if w == 0.0 else "stack"
+    why = {"network": f"the network alone is best out of fold (RMSE {net:.4f} <= relation "
+                      f"{rel:.4f} and every stack)",
+           "relation": f"the network adds nothing out of fold (relation RMSE {rel:.4f}, "
+                       f"network {net:.4f}): the relation is served",
+           "stack": f"{w:.2f} network + {1 - w:.2f} relation: out-of-fold RMSE {best:.4f} "
+                    f"(network {net:.4f}, relation {rel:.4f})"}[served]
+    return {"weight": w, "served": served, "reason": why, "oof_rmse": best,
+            "network_oof_rmse": net, "relation_oof_rmse": rel}
+
+
+def combine(network: np.ndarray, relation: np.ndarray, weight: float) -> np.ndarray:
+    """The served prediction: weight·network + (1 − weight)·relation."""
+    return weight * np.asarray(network, float) + (1.0 - weight) * np.asarray(relation, float)
+
+
+def relation_predict(relation: Mapping[str, Any], values: Mapping[str, np.ndarray]
+                     ) -> np.ndarray:
+    """A fitted relation ({features, coef}) applied to per-star values by feature name."""
+    coef = np.asarray(relation["coef"], float)
+    f = np.column_stack([np.asarray(values[c], float) for c in relation["features"]])
+    return coef[0] + f @ coef[1:]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.model_selection import RepeatedStratifiedKFold
@@ -23,6 +24,9 @@ from rrlfeh.io import atomic_path
 from rrlfeh.training.metrics import regression_metrics
 from rrlfeh.training.tracking import TrackingSettings
 from rrlfeh.weights import stratified_split
+
+if TYPE_CHECKING:
+    from rrlfeh.training.arrays import TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,29 @@ class FitSettings:
     deterministic: bool = True
     max_seconds: float | None = None  # wall-time cap of one fit (None: no cap)
     stop_fraction: float = 0.15       # inner split of the fold's training stars for stopping
+
+    @classmethod
+    def from_params(cls, c: Mapping[str, Any], budget: Mapping[str, Any]) -> FitSettings:
+        """From params.yaml `crossval` (min_delta, stop_fraction, ...) and a budget's
+        `crossval` block (max_epochs, patience, optional max_fit_seconds)."""
+        return cls(max_epochs=int(budget["max_epochs"]), patience=int(budget["patience"]),
+                   min_delta=float(c.get("min_delta", 1e-5)),
+                   progress_every=int(c.get("progress_every", 10)),
+                   deterministic=bool(c.get("deterministic", True)),
+                   max_seconds=(float(budget["max_fit_seconds"])
+                                if budget.get("max_fit_seconds") else None),
+                   stop_fraction=float(c.get("stop_fraction", 0.15)))
+
+
+def first_channels(data: TrainingSet, n: int | None) -> TrainingSet:
+    """`data` with only the first `n` input channels of X (None: all of them), e.g. the paper's
+    two (standardised magnitude, phase x period) out of the champion's wider input."""
+    if n is None or n == data.X.shape[-1]:
+        return data
+    if not 1 <= n <= data.X.shape[-1]:
+        raise ValueError(f"{n} channels asked of curves with {data.X.shape[-1]} "
+                         f"({', '.join(data.channels)})")
+    return replace(data, X=np.ascontiguousarray(data.X[..., :n]), channels=data.channels[:n])
 
 
 def stratified_folds(strata: np.ndarray, n_splits: int, n_repeats: int,
@@ -75,18 +102,25 @@ class FoldJob:
     experiment_id: str
     parent_run_id: str
     tags: dict[str, str] | None = None  # e.g. the git commit, on every fold run
+    n_channels: int | None = None       # fit on the first n channels of X only (None: all)
 
     @property
     def name(self) -> str:
         return f"r{self.repeat}_k{self.fold}"
 
     @property
+    def stem(self) -> str:
+        """File name of the fold's checkpoint: its name, and the channels when a subset (a fold
+        on fewer channels is another fit, never a cached one of all channels)."""
+        return self.name if self.n_channels is None else f"{self.name}_c{self.n_channels}"
+
+    @property
     def result_path(self) -> Path:
-        return Path(self.checkpoint_dir) / f"{self.name}.json"
+        return Path(self.checkpoint_dir) / f"{self.stem}.json"
 
     @property
     def model_path(self) -> Path:
-        return Path(self.checkpoint_dir) / f"{self.name}.keras"
+        return Path(self.checkpoint_dir) / f"{self.stem}.keras"
 
 
 def load_result(job: FoldJob) -> dict[str, Any] | None:
@@ -114,7 +148,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
 
     t0 = time.monotonic()
     seed_everything(job.seed, job.fit.deterministic)
-    data = load_training_set(job.data_path, job.kind)
+    data = first_channels(load_training_set(job.data_path, job.kind), job.n_channels)
     tr, va = data.subset(job.train_index), data.subset(job.val_index)
     fit_idx, stop_idx = stratified_split(tr.strata, job.fit.stop_fraction, job.seed)
     fit_part, stop_on = tr.subset(fit_idx), tr.subset(stop_idx)
@@ -129,7 +163,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
         mlflow.log_params({**flatten(spec.as_dict(), "model."), **flatten(asdict(job.fit), "fit."),
                            "repeat": job.repeat, "fold": job.fold, "seed": job.seed,
                            "n_train": len(tr), "n_val": len(va), "n_fit": len(fit_part),
-                           "n_stop": len(stop_on)})
+                           "n_stop": len(stop_on), "n_channels": data.input_shape[1]})
         log_data_inputs([job.data_path])
         model = build_model(data.input_shape, spec)
         warm_start(model, fit_part.X, fit_part.y, fit_part.weights)  # skip path: at the plane
