@@ -69,8 +69,8 @@ def test_preprocess_arrays_are_what_training_needs(pipeline: Path):
         n = len(a["y"])
         total += n
         assert list(a["channels"]) == ["standardised_mag", "phase_x_period_d", "period_d",
-                                       "phi31", "r21", "amplitude_mag"]
-        assert a["X"].shape == (n, n_points, 6) and n > 20
+                                       "phi31", "r21", "amplitude_mag", "phi31_error"]
+        assert a["X"].shape == (n, n_points, 7) and n > 20
         # channel 0: standardised magnitude; channel 1: phase x period (the paper's eq. 4)
         assert np.allclose(a["X"][..., 0].mean(axis=1), 0, atol=1e-4)
         assert np.allclose(a["X"][..., 0].std(axis=1), 1, atol=1e-3)
@@ -80,12 +80,24 @@ def test_preprocess_arrays_are_what_training_needs(pipeline: Path):
         assert np.ptp(a["X"][..., 2:], axis=1).max() == 0
         assert np.allclose(a["X"][:, 0, 2], a["period"], rtol=1e-6)
         assert np.allclose(a["X"][:, 0, 5], a["amplitude"], rtol=1e-6)
-        phi31, r21 = harmonic_fit_phi31_r21(a["X"][..., 0], a["phase_grid"])
+        # φ31 and R21: the Fourier fit of the star's own epochs (the relations' inputs too),
+        # close to the smooth curve's, and equal to an independent least-squares fit of the raw
+        # epochs with the same number of harmonics wherever no epoch was clipped
         centre = 3.3  # network_input.PHI31_CENTRE; no star may sit near the cut at centre ± π
-        assert np.allclose(np.angle(np.exp(1j * (a["X"][:, 0, 3] + centre - phi31))), 0,
-                           atol=1e-4)
+        assert np.array_equal(a["X"][:, 0, 3], a["star_phi31"].astype(np.float32))
+        assert np.array_equal(a["X"][:, 0, 4], a["star_r21"].astype(np.float32))
+        phi31, r21 = harmonic_fit_phi31_r21(a["X"][..., 0], a["phase_grid"])
+        gap = np.angle(np.exp(1j * (a["X"][:, 0, 3] + centre - phi31)))
+        assert np.median(np.abs(gap)) < 0.15
         assert np.abs(a["X"][:, 0, 3]).max() < np.pi - 0.5
-        assert np.allclose(a["X"][:, 0, 4], r21, rtol=1e-4)
+        assert ((a["X"][:, 0, 6] > 0) & (a["X"][:, 0, 6] <= 1.0)).all()
+        same = [raw_epochs_fit(pipeline, sid, kept.loc[sid], int(k)) for sid, k in
+                zip(a["source_id"][:12], a["fourier_harmonics"][:12], strict=True)]
+        match = [np.isclose(np.angle(np.exp(1j * (p - centre - x))), 0, atol=1e-5)
+                 and np.isclose(r, xr, rtol=1e-5)
+                 for (p, r), x, xr in zip(same, a["X"][:12, 0, 3], a["X"][:12, 0, 4],
+                                          strict=True)]
+        assert sum(match) >= 9, match
         assert np.allclose(a["y"], kept.loc[a["source_id"], "feh"], atol=1e-6)
         assert (kept.loc[a["source_id"], "type"] == kind).all()
         # the test split: 20 % stratified, outside the K-fold strata; the KDE of the weights is
@@ -101,6 +113,25 @@ def test_preprocess_arrays_are_what_training_needs(pipeline: Path):
     assert total + len(rejected) == len(kept)
     for fig in ("bailey", "curves", "feh_weights"):
         assert (pipeline / f"reports/figures/{fig}.png").stat().st_size > 10_000
+
+
+def raw_epochs_fit(project: Path, source_id: int, star: pd.Series, k: int) -> tuple[float, float]:
+    """φ31 (cosine convention) and R21 of a weighted least-squares fit of `k` harmonics to the
+    star's unflagged raw epochs at its period (independent of rrlfeh's Fourier code)."""
+    import pyarrow.parquet as pq
+
+    e = pq.read_table(project / "data/raw/epochs.parquet",
+                      filters=[("source_id", "=", int(source_id))]).to_pandas()
+    e = e[~e["rejected"] & np.isfinite(e["mag"]) & (e["flux"] > 0)]
+    sigma = 1.0857 * e["flux_error"].to_numpy() / e["flux"].to_numpy()
+    arg = 2 * np.pi * (e["time"].to_numpy() - star["epoch_max"]) / star["period"]
+    design = np.column_stack([np.ones_like(arg)] + [f(j * arg) for j in range(1, k + 1)
+                                                    for f in (np.cos, np.sin)])
+    coef = np.linalg.lstsq(design / sigma[:, None], e["mag"].to_numpy() / sigma, rcond=None)[0]
+    a, b = coef[1::2], coef[2::2]
+    phase = np.arctan2(-b, a)
+    return float(np.mod(phase[2] - 3 * phase[0], 2 * np.pi)), float(np.hypot(a[1], b[1])
+                                                                     / np.hypot(a[0], b[0]))
 
 
 def harmonic_fit_phi31_r21(curves: np.ndarray, phase: np.ndarray):
