@@ -36,8 +36,17 @@ def test_the_default_repro_registered_a_champion_with_its_figures(pipeline_proje
     assert str(champ.version) == "1" and champ.tags["promoted"] == "true"
     cv = json.loads((pipeline_project / "reports/crossval.json").read_text())
     for kind in ("RRab", "RRc"):
-        assert float(champ.tags[f"{kind}.oof_rmse"]) == pytest.approx(cv[kind]["oof"]["rmse"],
+        # oof_rmse: the served model's (the stack crossval chose), beside the network's and the
+        # relation's, and never above the relation's; the tags say which it is and why
+        st = cv[kind]["stack"]
+        assert float(champ.tags[f"{kind}.oof_rmse"]) == pytest.approx(st["oof"]["rmse"],
                                                                       abs=1e-6)
+        assert float(champ.tags[f"{kind}.network_oof_rmse"]) == pytest.approx(
+            cv[kind]["oof"]["rmse"], abs=1e-6)
+        assert float(champ.tags[f"{kind}.oof_rmse"]) <= float(
+            champ.tags[f"{kind}.relation_oof_rmse"])
+        assert champ.tags[f"{kind}.served"] == st["served"] in ("network", "relation", "stack")
+        assert champ.tags[f"{kind}.served_reason"] == st["reason"]
     reg = json.loads((pipeline_project / "reports/register.json").read_text())
     assert reg["version"] == 1 and reg["promoted"] and reg["champion_version"] == 1
 

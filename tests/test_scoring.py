@@ -49,7 +49,14 @@ def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model
     for kind, ens in scoring_model.ensembles.items():
         with np.load(project / f"data/processed/{kind}.npz") as d:
             x, ids, n = d["X"][:25], d["source_id"][:25], d["n_epochs"][:25]
-        mean, spread = ens.predict(x)  # member by member, not fused
+            star = {"period": d["period"][:25], "phi31": d["star_phi31"][:25],
+                    "r21": d["star_r21"][:25]}
+        net, spread = ens.predict(x)  # member by member, not fused
+        # served: the stack the gate chose, weight·network + (1 − weight)·relation
+        w, rel = ens.manifest["stack"]["weight"], ens.manifest["relation"]
+        relation = rel["coef"][0] + sum(c * star[f] for c, f in zip(rel["coef"][1:],
+                                                                   rel["features"], strict=True))
+        mean, spread = w * net + (1 - w) * relation, w * spread
         out = score_request(read_request(long_form(project, ids)), scoring_model)
         assert out["source_id"].tolist() == ids.tolist()
         assert (out["status"] == "ok").all(), out["status"].tolist()
@@ -103,12 +110,21 @@ def test_stars_outside_the_training_domain_are_flagged(project, scoring_model):
     assert f"{row['n_epochs']} epochs < 50 (training cut)" in row["domain_reason"]
 
 
-def test_no_model_for_a_type_is_a_status(project, scoring_model):
+def test_a_type_without_a_model_is_scored_by_the_other_out_of_domain(project, scoring_model):
     one = ScoringModel({"RRab": scoring_model.ensembles["RRab"]}, scoring_model.settings)
     stars = pd.read_parquet(project / "data/raw/stars.parquet")
     sid = stars.loc[stars["type"] == "RRc", "source_id"].iloc[0]
-    out = score_request(read_request(long_form(project, [sid])), one)
-    assert out["status"].item() == "no RRc model (too few RRc training stars)"
+    req = read_request(long_form(project, [sid]))
+    out = score_request(req, one).iloc[0]
+    assert out["status"] == "ok" and np.isfinite(out["feh"]) and not out["in_domain"]
+    assert out["type"] == "RRc"
+    assert "type RRc has no model: scored by the RRab model" in out["domain_reason"]
+    # the value is the RRab model's: the same star sent as RRab gets the same number
+    as_rrab = long_form(project, [sid]).assign(type="RRab")
+    assert score_request(read_request(as_rrab), one)["feh"].item() == pytest.approx(out["feh"])
+    none = ScoringModel({}, scoring_model.settings)
+    assert score_request(req, none)["status"].item() == ("no RRc model (too few RRc training "
+                                                         "stars)")
 
 
 def test_catalogue_covers_every_star_of_data_raw_once(project):

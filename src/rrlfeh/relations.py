@@ -16,6 +16,17 @@ import numpy as np
 from rrlfeh.data import schema
 
 
+def least_squares(features: np.ndarray, y: np.ndarray,
+                  weights: np.ndarray | None = None) -> np.ndarray:
+    """Coefficients [a, b...] of the (weighted) least-squares plane y = a + b·features: the one
+    fit of every linear relation here and in `rrlfeh.training.baseline`."""
+    y = np.asarray(y, float)
+    a = np.column_stack([np.ones(len(y)), features])
+    sw = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float))
+    coef, *_ = np.linalg.lstsq(a * sw[:, None], y * sw, rcond=None)
+    return coef
+
+
 @dataclass(frozen=True)
 class Relation:
     """A linear [Fe/H] relation in named features of (P, φ31, R21), with its source."""
@@ -32,15 +43,10 @@ class Relation:
         return self.coef[0] + f @ np.asarray(self.coef[1:])
 
     def refit(self, period, phi31, r21, feh, weights=None) -> Relation:
-        """The same form with its coefficients fitted (weighted least squares) to `feh`; the
-        fit is written out here (as training.baseline.LinearRelation does it) so that the
-        acquire stage, which labels synthetic stars with these relations, needs no training code."""
+        """The same form with its coefficients fitted (weighted least squares) to `feh`."""
         f = self.features(np.asarray(period, float), np.asarray(phi31, float),
                           np.asarray(r21, float))
-        y = np.asarray(feh, float)
-        a = np.column_stack([np.ones(len(y)), f])
-        sw = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float))
-        coef, *_ = np.linalg.lstsq(a * sw[:, None], y * sw, rcond=None)
+        coef = least_squares(f, feh, weights)
         return Relation(f"{self.name} refitted", f"{self.source}, refitted",
                         self.features, tuple(float(c) for c in coef), self.form)
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from rrlfeh.relations import least_squares
+
 # relation forms: the features of each, in order (TrainingSet attributes)
 FORMS: dict[str, tuple[str, ...]] = {
     "line P-phi31": ("period", "phi31"),
@@ -52,9 +54,7 @@ class LinearRelation:
 
     def fit(self, features: np.ndarray, y: np.ndarray,
             weights: np.ndarray | None = None) -> LinearRelation:
-        a = np.column_stack([np.ones(len(y)), features])
-        sw = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float))
-        self.coef_, *_ = np.linalg.lstsq(a * sw[:, None], np.asarray(y) * sw, rcond=None)
+        self.coef_ = least_squares(features, y, weights)
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
