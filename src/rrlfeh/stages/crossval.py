@@ -125,13 +125,7 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
     c = params
     data = load_training_set(path, kind)
     n_splits, n_repeats = int(budget["n_splits"]), int(budget["n_repeats"])
-    fit = FitSettings(max_epochs=int(budget["max_epochs"]), patience=int(budget["patience"]),
-                      min_delta=float(c.get("min_delta", 1e-5)),
-                      progress_every=int(c.get("progress_every", 10)),
-                      deterministic=bool(c.get("deterministic", True)),
-                      max_seconds=(float(budget["max_fit_seconds"])
-                                   if budget.get("max_fit_seconds") else None),
-                      stop_fraction=float(c.get("stop_fraction", 0.15)))
+    fit = FitSettings.from_params(c, budget)
     folds = stratified_folds(data.strata, n_splits, n_repeats, int(c["seed"]))
     ckpt = root / c["cache_dir"] / (f"{kind}-" + config_hash(
         dict(network), dict(budget), dict(c), file_md5(path), code_digest()))
@@ -160,21 +154,27 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
     return data, jobs, parent_id, ckpt, n_repeats
 
 
-def log_relation(kind: str, data, m: Mapping[str, Any], experiment_id: str, parent_id: str,
-                 root: Path) -> str:
+def log_relation(kind: str, data, data_path: Path, m: Mapping[str, Any], experiment_id: str,
+                 parent_id: str, root: Path) -> str:
     """The classical relation as a candidate of its own: an MLflow run in the experiment (same
     folds as the network's K-fold run, linked by tag) with its figures and the fitted relation
     as a scikit-learn model of its features."""
     import mlflow
     from sklearn.linear_model import LinearRegression
 
-    from rrlfeh.training.tracking import git_tags
+    from rrlfeh.training.tracking import git_tags, log_data_inputs
 
     rel = m["relation"]
+    done = mlflow.search_runs(
+        [experiment_id], filter_string=f"tags.crossval_run_id = '{parent_id}' and "
+        f"tags.candidate = 'relation' and tags.rr_type = '{kind}'", output_format="list")
+    if done:  # a resumed K-fold: the relation of these folds is logged already
+        return done[0].info.run_id
     model = LinearRegression().fit(relation_features(data, rel["form"]), data.y)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"relation {kind}",
                           tags={**git_tags(root), "dvc.stage": "crossval", "rr_type": kind,
                                 "candidate": "relation", "crossval_run_id": parent_id}) as run:
+        log_data_inputs([data_path], root)
         mlflow.log_params({"form": rel["form"], "features": ",".join(rel["features"]),
                            **{f"coef_{i}": f"{c:.6f}" for i, c in enumerate(rel["coef"])}})
         mlflow.log_metrics({**{f"val_{k}_mean": v["mean"] for k, v in m["baseline_val"].items()},
@@ -285,7 +285,8 @@ def run(processed_dir: Path, hparams_path: Path, params: Mapping[str, Any], root
             for f in figs:
                 mlflow.log_artifact(str(f), artifact_path="figures")
             mlflow.log_artifact(str(dest / "predictions.parquet"))
-        log_relation(kind, data, m, experiment_id, parent_id, root)
+        log_relation(kind, data, processed_dir / f"{kind}.npz", m, experiment_id, parent_id,
+                     root)
         metrics[kind] = m
         log.info("%s: served %s (%s)", kind, m["stack"]["served"], m["stack"]["reason"])
         log.info("%s: validation R2 %.3f ± %.3f, RMSE %.3f ± %.3f, wRMSE %.3f ± %.3f (classical "

@@ -158,8 +158,9 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
     tags = {"mlflow.parentRunId": job.parent_run_id, "rr_type": job.kind,
             "repeat": str(job.repeat), "fold": str(job.fold), "dvc.stage": "crossval",
             **(job.tags or {})}
-    with mlflow.start_run(experiment_id=job.experiment_id, run_name=f"{job.kind} fold {job.name}",
-                          tags=tags) as run:
+    name = f"{job.kind} fold {job.name}"  # the paper's GRU (a channel subset) says so
+    name = name if job.n_channels is None else f"paper GRU {name}"
+    with mlflow.start_run(experiment_id=job.experiment_id, run_name=name, tags=tags) as run:
         mlflow.log_params({**flatten(spec.as_dict(), "model."), **flatten(asdict(job.fit), "fit."),
                            "repeat": job.repeat, "fold": job.fold, "seed": job.seed,
                            "n_train": len(tr), "n_val": len(va), "n_fit": len(fit_part),
