@@ -82,7 +82,18 @@ def test_test_figures_are_the_saved_ensembles_own(workdir: Path):
     for kind in ("RRab", "RRc"):
         test = load_training_set(workdir / f"data/processed/{kind}.npz", kind, part="test")
         ens = Ensemble.load(workdir / f"models/final/{kind}")
-        pred = np.mean([m.predict(test.X, verbose=0).reshape(-1) for m in ens.models], axis=0)
+        net = np.mean([m.predict(test.X, verbose=0).reshape(-1) for m in ens.models], axis=0)
+        assert train[kind]["network_test"]["rmse"] == pytest.approx(
+            float(np.sqrt(np.mean((net - test.y) ** 2))), rel=1e-4)
+        # served: the stack the gate chose, with the relation fitted on the training stars
+        train_set = load_training_set(workdir / f"data/processed/{kind}.npz", kind)
+        rel = ens.manifest["relation"]
+        cols = lambda d: np.column_stack([getattr(d, f) for f in rel["features"]])  # noqa: E731
+        coef = np.linalg.lstsq(np.column_stack([np.ones(len(train_set.y)), cols(train_set)]),
+                               train_set.y.astype(float), rcond=None)[0]
+        assert coef == pytest.approx(rel["coef"], rel=1e-6, abs=1e-9)
+        w = ens.manifest["stack"]["weight"]
+        pred = w * net + (1 - w) * (coef[0] + cols(test) @ coef[1:])
         rmse = float(np.sqrt(np.mean((pred - test.y) ** 2)))
         assert train[kind]["test"]["rmse"] == pytest.approx(rmse, rel=1e-4)
         assert train[kind]["n_stars_test"] == len(test.y)

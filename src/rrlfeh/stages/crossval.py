@@ -12,6 +12,7 @@ Fold results are checkpointed in data/cache/crossval/, so a stopped run resumes.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from collections.abc import Mapping
@@ -180,7 +181,8 @@ def log_relation(kind: str, data, data_path: Path, m: Mapping[str, Any], experim
         mlflow.log_metrics({**{f"val_{k}_mean": v["mean"] for k, v in m["baseline_val"].items()},
                             **{f"val_{k}_std": v["std"] for k, v in m["baseline_val"].items()},
                             **{f"oof_{k}": v for k, v in m["baseline_oof"].items()},
-                            **{f"oof_rmse_{f}": v for f, v in rel["rmse_by_form"].items()}})
+                            **{"oof_rmse_" + re.sub(r"[^0-9A-Za-z]+", "_", f).strip("_"): v
+                               for f, v in rel["rmse_by_form"].items()}})
         logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
         mlflow.sklearn.log_model(model, name="relation")
         return run.info.run_id

@@ -64,12 +64,11 @@ def evaluate_test(ens: Ensemble, test) -> tuple[dict[str, Any], pd.DataFrame]:
     relation the manifest names), the network's and the relation's alone, and the coverage of
     the per-star error."""
     from rrlfeh.evaluation import coverage
-    from rrlfeh.training.baseline import combine, relation_features
+    from rrlfeh.training.baseline import combine, relation_predict
 
     network, spread = ens.predict(test.X)
     rel, stack = ens.manifest["relation"], ens.manifest["stack"]
-    coef = np.asarray(rel["coef"], float)
-    relation = coef[0] + relation_features(test, rel["form"]) @ coef[1:]
+    relation = relation_predict(rel, {f: getattr(test, f) for f in rel["features"]})
     served = combine(network, relation, stack["weight"])
     err = ens.total_error(stack["weight"] * spread, test.n_epochs)
     strip = lambda m: {k: v for k, v in m.items() if k != "n"}  # noqa: E731
