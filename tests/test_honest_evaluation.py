@@ -88,7 +88,8 @@ def test_test_figures_are_the_saved_ensembles_own(workdir: Path):
         # served: the stack the gate chose, with the relation fitted on the training stars
         train_set = load_training_set(workdir / f"data/processed/{kind}.npz", kind)
         rel = ens.manifest["relation"]
-        cols = lambda d: np.column_stack([getattr(d, f) for f in rel["features"]])  # noqa: E731
+        cols = lambda d, rel=rel: np.column_stack(  # noqa: E731
+            [getattr(d, f) for f in rel["features"]])
         coef = np.linalg.lstsq(np.column_stack([np.ones(len(train_set.y)), cols(train_set)]),
                                train_set.y.astype(float), rcond=None)[0]
         assert coef == pytest.approx(rel["coef"], rel=1e-6, abs=1e-9)
