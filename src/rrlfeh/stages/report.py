@@ -93,12 +93,13 @@ def type_report(kind: str, root: Path, params: Mapping[str, Any],
                              int(cv["seed"]))
     cv_metrics = json.loads(folds_json.read_text())["metrics"]
     tr, te = _stars(train, stars_table), _stars(test, stars_table)
-    usable_tr = np.isfinite(np.column_stack([tr.features["phi31"], tr.features["r21"]])).all(1)
+    usable_tr = np.isfinite(np.column_stack([tr.features[k] for k in ("period", "phi31",
+                                                                     "r21")])).all(1)
     rows = []
     for name, predict in _relation_predictors(kind):
-        if "plane" not in name and not usable_tr.all():
+        if "network input" not in name and not usable_tr.all():  # a stars-table row
             rows.append({"name": name, "note": f"{int((~usable_tr).sum())} training stars "
-                                               "without a derived φ31/R21"})
+                                               "without a period, φ31 or R21 in the stars table"})
             continue
         rows.append(baseline_row(name, predict, tr, te, folds))
     tp_path = final / "test_predictions.parquet"
