@@ -291,9 +291,10 @@ def run(processed_dir: Path, hparams_path: Path, params: Mapping[str, Any], root
                      root)
         metrics[kind] = m
         log.info("%s: served %s (%s)", kind, m["stack"]["served"], m["stack"]["reason"])
-        log.info("%s: validation R2 %.3f ± %.3f, RMSE %.3f ± %.3f, wRMSE %.3f ± %.3f (classical "
-                 "P-phi31-R21 plane: R2 %.3f, RMSE %.3f)", kind,
+        log.info("%s: validation R2 %.3f ± %.3f, RMSE %.3f ± %.3f, wRMSE %.3f ± %.3f (%s: R2 %.3f, "
+                 "RMSE %.3f)", kind,
                  m["val"]["r2"]["mean"], m["val"]["r2"]["std"], m["val"]["rmse"]["mean"],
                  m["val"]["rmse"]["std"], m["val"]["wrmse"]["mean"], m["val"]["wrmse"]["std"],
-                 m["baseline_val"]["r2"]["mean"], m["baseline_val"]["rmse"]["mean"])
+                 m["relation"]["form"], m["baseline_val"]["r2"]["mean"],
+                 m["baseline_val"]["rmse"]["mean"])
     write_json(metrics, metrics_path)

@@ -366,8 +366,9 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                "P, φ31 and R21 of the stars table: " + (
                    "derived from each star's G epochs by `acquire` (the same Fourier fit)."
                    if t["phi31_measured"] else
-                   "the values the stars came with (for synthetic stars, the catalogue values "
-                   "of the generator), not measured from the curves.") + " K-fold on the same "
+                   "the values the stars came with, a catalogue's (for the embedded default: "
+                   "the Fourier fit of each star's generated epochs, as Gaia publishes its "
+                   "own).") + " K-fold on the same "
                "folds, test on the same test split. These refits weight the stars by the KDE "
                "weights, as the network's loss does; the gate's relation above is fitted by "
                "ordinary least squares (it is compared on plain RMSE), hence its lower RMSE on "
