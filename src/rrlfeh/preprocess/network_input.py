@@ -41,12 +41,18 @@ def fourier_scalars(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return phi31, amp[:, 1] / np.maximum(amp[:, 0], 1e-12)
 
 
+def centred_phi31(phi31: np.ndarray) -> np.ndarray:
+    """φ31 (rad, cosine convention) as the network and the relations take it: − PHI31_CENTRE,
+    wrapped to ±π."""
+    return np.angle(np.exp(1j * (np.asarray(phi31, float) - PHI31_CENTRE)))
+
+
 def star_values(pc: ProcessedCurves) -> dict[str, np.ndarray]:
     """The per-star channels' values of processed curves (SCALAR_CHANNELS, all finite where the
     period is): φ31 (− PHI31_CENTRE, wrapped to ±π) and R21 of the Fourier fit, else of the
     smooth curve; φ31's error clipped to PHI31_ERROR_UNKNOWN (that value where unknown)."""
     smooth_phi31, smooth_r21 = fourier_scalars(pc.curves)
-    fit_phi31 = np.angle(np.exp(1j * (np.asarray(pc.phi31, float) - PHI31_CENTRE)))
+    fit_phi31 = centred_phi31(pc.phi31)
     has_fit = np.isfinite(fit_phi31) & np.isfinite(pc.r21)
     err = np.asarray(pc.phi31_error, float)
     return {"period_d": np.asarray(pc.period, float),

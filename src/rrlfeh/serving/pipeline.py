@@ -92,6 +92,7 @@ def score_request(req: Request, model: ScoringModel, *, derive_n_jobs: int = 1) 
         status[no_period] = "no period given (this model needs the period of a folded curve)"
 
     amplitude = np.full(len(out), np.nan)
+    notes = np.full(len(out), "", dtype=object)  # why a scored star is out of domain, beside
     scored_by = out["type"].to_numpy(object).copy()
     for kind in schema.TYPES:
         rows = np.flatnonzero((status == "") & (out["type"] == kind).to_numpy())
@@ -102,10 +103,11 @@ def score_request(req: Request, model: ScoringModel, *, derive_n_jobs: int = 1) 
             status[rows] = f"no {kind} model (too few {kind} training stars)"
             continue
         scored_by[rows] = model_kind
-        _score_type(req, model_kind, rows, out, epoch_max, status, amplitude, model)
+        _score_type(req, model_kind, rows, out, epoch_max, status, amplitude, notes, model)
     status[status == ""] = "ok"
     out["status"] = status
-    out["in_domain"], out["domain_reason"] = _domain(out, amplitude, s["domain"], scored_by)
+    out["in_domain"], out["domain_reason"] = _domain(out, amplitude, s["domain"], scored_by,
+                                                     notes)
     return conform_output(out)
 
 
@@ -172,7 +174,7 @@ def _derive(req: Request, out: pd.DataFrame, epoch_max: np.ndarray, status: np.n
 
 def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
                 epoch_max: np.ndarray, status: np.ndarray, amplitude: np.ndarray,
-                model: ScoringModel) -> None:
+                notes: np.ndarray, model: ScoringModel) -> None:
     """Preprocess and score the stars of one type (rows of `out`), as in training."""
     from rrlfeh.lightcurve.features import fit_knobs
     from rrlfeh.preprocess import (
@@ -202,12 +204,14 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
             e["mag"].to_numpy(float), star_id=ids, period=out["period"].to_numpy(float)[rows],
             mag_error=mag_error, feature_error=errors, align_max=True, **knobs)
     where = pd.Series(rows, index=ids)
+    ens = model.ensembles[kind]
     if len(rej):
         rej = rej.drop_duplicates("source_id")
         status[where.reindex(rej["source_id"]).to_numpy()] = rej["reason"].astype(str).to_numpy()
+        if req.form == "time" and "relation" in ens.manifest:
+            _relation_alone(e, rej, where, out, status, notes, ens, knobs["fourier"])
     if len(pc) == 0:
         return
-    ens = model.ensembles[kind]
     mean, spread = ens.predict(network_input(pc, ens.manifest.get("channels", CHANNELS)),
                                batch_size=int(model.settings["batch_size"]), fused=True)
     if "stack" in ens.manifest:  # what the gate chose: network, relation or their stack
@@ -224,8 +228,47 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     amplitude[at] = pc.amplitude
 
 
+# rejections of the spline for the curve's coverage alone: the Fourier fit of the epochs can
+# still give P and φ31 to the classical relation
+COVERAGE_REASONS = ("phase gap", "too few points")
+
+
+def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: pd.DataFrame,
+                    status: np.ndarray, notes: np.ndarray, ens: Any,
+                    fourier: Mapping[str, Any]) -> None:
+    """A value from the classical relation alone for stars whose curve the spline refused only
+    for its phase coverage (no curve for the network): P and φ31, R21 from the one Fourier fit of
+    their epochs; flagged out of domain with the reason. Stars it cannot fit keep their status."""
+    from rrlfeh.lightcurve.features import star_features
+    from rrlfeh.preprocess.curves import MAG_LIMITS
+    from rrlfeh.preprocess.network_input import centred_phi31
+    from rrlfeh.training.baseline import relation_predict
+
+    for sid, reason in zip(rej["source_id"].tolist(), rej["reason"].astype(str), strict=True):
+        if not all(part.startswith(COVERAGE_REASONS) for part in reason.split("; ")):
+            continue
+        row = int(where[sid])
+        mine = e[e["source_id"] == sid]
+        t, mag = mine["time"].to_numpy(float), mine["mag"].to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            use = np.isfinite(t) & (mag > MAG_LIMITS[0]) & (mag < MAG_LIMITS[1])
+        period = float(out.at[row, "period"])
+        f = star_features(t[use], mag[use], mine["mag_error"].to_numpy(float)[use], period,
+                          **fourier)
+        values = {"period": np.array([period]), "phi31": centred_phi31([f["phi31"]]),
+                  "r21": np.array([f["r21"]])}
+        feh = float(relation_predict(ens.manifest["relation"], values)[0])
+        if not np.isfinite(feh):
+            continue
+        status[row] = ""
+        notes[row] = f"{reason}: no curve for the network, [Fe/H] from the classical relation alone"
+        n = int(use.sum())
+        out.loc[row, ["feh", "feh_spread", "n_epochs"]] = [feh, 0.0, n]
+        out.loc[row, "feh_std"] = float(ens.total_error(np.zeros(1), np.array([n]))[0])
+
+
 def _domain(out: pd.DataFrame, amplitude: np.ndarray, domain: Mapping[str, Any],
-            scored_by: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scored_by: np.ndarray, notes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Whether each scored star is like the training stars, and why not: scored by another
     type's model, fewer epochs than the cut, amplitude above the cut, period outside the training
     range of its type (which also checks the Bailey classifier's type against the periods the
@@ -238,6 +281,8 @@ def _domain(out: pd.DataFrame, amplitude: np.ndarray, domain: Mapping[str, Any],
     min_epochs = domain.get("min_epochs")
     max_amp = domain.get("max_amplitude")
     for i in np.flatnonzero(ok):
+        if notes[i]:
+            reasons[i].append(notes[i])
         if scored_by[i] != types[i]:
             reasons[i].append(f"type {types[i]} has no model: scored by the {scored_by[i]} model")
         if min_epochs is not None and n[i] < min_epochs:
