@@ -118,3 +118,29 @@ def test_real_raw_file(shared_data):
                 | raw[["g_transit_time", "g_transit_mag", "g_transit_flux"]].isna().any(axis=1))
     assert int(epochs["rejected"].sum()) == int(expected.sum()) == 19_490
     assert not epochs.loc[~epochs["rejected"], ["time", "mag", "flux"]].isna().any().any()
+
+
+def test_raw_arrays_keep_bp_and_rp_for_the_period_search():
+    """The archive's RAW layout as served (one row a source, arrays per transit): BP and RP
+    arrays are exploded with G's, so `band_epochs` reads them."""
+    from rrlfeh.data.bands import band_epochs
+
+    row = {"source_id": 5, "transit_id": np.array([1, 2, 3]),
+           "g_transit_time": np.array([10.0, 20.0, 30.0]),
+           "g_transit_mag": np.array([15.0, 15.2, 15.1]),
+           "g_transit_flux": np.array([1e4, 9e3, 9.5e3]),
+           "g_transit_flux_error": np.array([10.0, 10.0, 10.0]),
+           "variability_flag_g_reject": np.array([False, False, True]),
+           "rejected_by_photometry": np.array([False, False, False]),
+           "bp_obs_time": np.array([10.01, 20.01, 30.01]),
+           "bp_mag": np.array([15.3, 15.6, np.nan]),
+           "bp_flux": np.array([5e3, 4e3, np.nan]), "bp_flux_error": np.array([9.0, 9.0, 9.0]),
+           "variability_flag_bp_reject": np.array([False, True, False]),
+           "bp_n_obs": 3}  # a per-source scalar beside the arrays: left alone
+    df = pd.DataFrame([row])
+    bp = band_epochs(df, "BP")
+    assert bp["time"].tolist() == [10.01, 20.01, 30.01]
+    assert bp["rejected"].tolist() == [False, True, True]  # flagged; no flux
+    g = layouts.to_epochs(df)
+    assert g["time"].tolist() == [10.0, 20.0, 30.0] and g["rejected"].tolist() == [False, False,
+                                                                                    True]

@@ -99,8 +99,10 @@ def test_gaia_individual_layout_becomes_the_long_form():
                       ignore_index=True)
     long = read_epoch_frame(frame)
     n_g = int((frame["band"].astype(str).str.strip() == "G").sum())
-    assert len(long) == n_g and {"source_id", "time", "mag", "flux", "flux_error",
-                                 "rejected"} <= set(long.columns)
+    # G rows as before; BP and RP rows follow under their `band` (for the period search)
+    assert (long["band"] == "G").sum() == n_g and {"source_id", "time", "mag", "flux",
+                                                   "flux_error", "rejected"} <= set(long.columns)
+    assert set(long["band"]) <= {"G", "BP", "RP"}
     req = read_request(long)
     assert len(req.stars) == frame["source_id"].nunique()
     # archive flags survive as `rejected`

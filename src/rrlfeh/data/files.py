@@ -2,11 +2,13 @@
 
 Where the stars table is absent or lacks period, epoch of maximum, type, amplitude or phi31 (as in
 the real ../shared Gaia DR3 set), they are derived from the light curve and flagged *_derived.
-Stars that cannot be fitted are set aside with the reason, never dropped silently.
+Stars that cannot be fitted are set aside with the reason, never dropped silently. The BP/RP
+epochs of the same file join G in the period search (data/raw/epochs.parquet stays G only).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
+
+log = logging.getLogger(__name__)
 
 # vari_rrlyrae column names -> ours, for a stars table downloaded from the Gaia archive.
 VARI_RRLYRAE_NAMES = {
@@ -81,9 +85,32 @@ def clean_epoch_counts(epochs: pd.DataFrame) -> pd.Series:
     return epochs.loc[clean_mask(epochs)].groupby("source_id").size()
 
 
+def read_band_epochs(path: Path) -> pd.DataFrame | None:
+    """The BP and RP epochs of an epoch-photometry file (schema.EPOCHS plus `band`), None where
+    it has neither; a band whose columns are missing or unreadable is left out with a warning
+    (the G light curve does not need it)."""
+    from rrlfeh.data.bands import RAW_BAND_COLUMNS, band_epochs
+    from rrlfeh.data.layouts import read_table
+
+    table = read_table(path)
+    have = {str(c).lower() for c in table.columns}
+    frames = []
+    for band in ("BP", "RP"):
+        if "band" not in have and not set(RAW_BAND_COLUMNS[band]) <= have:
+            continue
+        try:
+            frames.append(band_epochs(table, band).assign(band=band))
+        except (ValueError, KeyError) as exc:
+            log.warning("%s: %s epochs left out of the period search (%s)", path, band, exc)
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def complete_stars(catalogue: pd.DataFrame | None, epochs: pd.DataFrame,
-                   derive_kwargs: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   derive_kwargs: Mapping[str, Any], bands: pd.DataFrame | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One stars row per star with epochs: catalogue values where known, derived ones elsewhere.
+    `bands`: BP/RP epochs that join G in the period search of the stars derived.
 
     Returns (stars, rejected): stars the light curve could not supply a needed value for are
     rejected with the fit's reason; catalogue stars without any epoch photometry likewise.
@@ -112,8 +139,11 @@ def complete_stars(catalogue: pd.DataFrame | None, epochs: pd.DataFrame,
     for flag in DERIVABLE.values():
         stars[flag] = False
     if need.any():
-        sub = epochs[epochs["source_id"].isin(stars.loc[need, "source_id"])]
-        derived = derive_light_curve_parameters(sub, **dict(derive_kwargs)).set_index("source_id")
+        ids = stars.loc[need, "source_id"]
+        sub = epochs[epochs["source_id"].isin(ids)]
+        sub_bands = bands[bands["source_id"].isin(ids)] if bands is not None else None
+        derived = derive_light_curve_parameters(sub, bands=sub_bands, **dict(derive_kwargs))
+        derived = derived.set_index("source_id")
         derived = derived.reindex(stars["source_id"])
         # A derived value is only as good as its fit; the others follow the derived period.
         for col, flag in DERIVABLE.items():
@@ -144,7 +174,8 @@ def acquire_from_files(epochs_path: Path, labels_path: Path | None, stars_path: 
     labels = (read_labels(labels_path, set_aside=bad_labels) if labels_path is not None
               else empty(schema.LABELS))
     catalogue = read_table(stars_path) if stars_path is not None else None
-    stars, rejected = complete_stars(catalogue, epochs, derive_kwargs or {})
+    stars, rejected = complete_stars(catalogue, epochs, derive_kwargs or {},
+                                     read_band_epochs(epochs_path))
     rejected = pd.concat([rejected, *[b.assign(stage="acquire") for b in bad_labels]],
                          ignore_index=True)
     return RawTables(stars=stars, epochs=epochs, labels=labels, rejected=rejected).conformed()

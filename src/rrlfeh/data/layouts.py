@@ -28,6 +28,9 @@ RAW_COLUMNS: tuple[str, ...] = (
 )
 # Per-transit RAW columns (arrays, one row per source) that are exploded together to rows.
 _RAW_ARRAY_COLUMNS: tuple[str, ...] = RAW_COLUMNS[1:]
+# BP and RP per-transit arrays (bp_obs_time, bp_mag, ..., variability_flag_bp_reject, ...)
+_OTHER_BAND_PREFIXES: tuple[str, ...] = ("bp_", "rp_", "variability_flag_bp",
+                                         "variability_flag_rp")
 
 VOTABLE_SUFFIXES: tuple[str, ...] = (".xml", ".vot", ".votable")
 
@@ -100,17 +103,21 @@ def explode_raw(df: pd.DataFrame) -> pd.DataFrame:
     sample = df["g_transit_time"].dropna()
     if sample.empty or not isinstance(sample.iloc[0], (list, tuple, np.ndarray)):
         return df
+    # G's arrays, and BP's and RP's where the table has them as one value per transit
     lengths = df["transit_id"].map(len)
-    for col in _RAW_ARRAY_COLUMNS:
+    arrays = [*_RAW_ARRAY_COLUMNS, *(c for c in df.columns
+                                     if c.startswith(_OTHER_BAND_PREFIXES)
+                                     and c not in _RAW_ARRAY_COLUMNS
+                                     and df[c].map(_length).equals(lengths))]
+    for col in arrays:
         if col != "transit_id" and not df[col].map(_length).equals(lengths):
             bad = df.loc[df[col].map(_length) != lengths, "source_id"].tolist()[:5]
             raise LayoutError(f"RAW epoch photometry: array {col!r} does not have one value per "
                               f"transit for source_id {bad}")
-    keep = [c for c in df.columns if c in _RAW_ARRAY_COLUMNS or c == "source_id"]
-    df = df[keep].copy()
-    for col in _RAW_ARRAY_COLUMNS:
+    df = df[["source_id", *arrays]].copy()
+    for col in arrays:
         df[col] = df[col].map(_unmask)
-    return df.explode(list(_RAW_ARRAY_COLUMNS), ignore_index=True)
+    return df.explode(arrays, ignore_index=True)
 
 
 def _unmask(cell: object) -> object:

@@ -1,5 +1,8 @@
 """Derive period, epoch of maximum, type, amplitude, mean G, phi31 and R21 from raw G epochs.
 
+Where BP/RP epochs of a star are given too, its period comes from the joint G+BP+RP search
+(`search_period_bands`: more points a transit, less noise); everything else is fitted on G.
+
 Used when the catalogue lacks these parameters: the canonical epochs table goes in, one row per
 star comes out (stars that cannot be fitted included, with NaNs and the reason), work spread over
 processes in chunks of stars.
@@ -17,7 +20,7 @@ import pandas as pd
 from rrlfeh.data import schema
 from rrlfeh.lightcurve.classify import classify_bailey
 from rrlfeh.lightcurve.features import fit_star
-from rrlfeh.lightcurve.period import search_period
+from rrlfeh.lightcurve.period import search_period, search_period_bands
 
 COLUMNS: dict[str, str] = {
     "source_id": "int64",
@@ -31,6 +34,7 @@ COLUMNS: dict[str, str] = {
     "n_epochs_g": "int64",
     "n_clipped": "int64",
     "type": "string",
+    "period_bands": "string",  # bands the period came from: 'G' or e.g. 'G+BP+RP'
     "fit_ok": "bool",
     "fit_reason": "string",
 }
@@ -49,8 +53,13 @@ def clean_mask(epochs: pd.DataFrame) -> np.ndarray:
     return ok
 
 
+# one star's BP/RP epochs for the period search: time, mag, sigma, band label per point
+BandPoints = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 def derive_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
-                min_period: float = 0.2, max_period: float = 1.0, min_epochs: int = 12,
+                other_bands: BandPoints | None = None, min_period: float = 0.2,
+                max_period: float = 1.0, min_epochs: int = 12,
                 max_false_alarm: float = 1e-3, oversampling: float = 5.0,
                 coarse_harmonics: int = 2, n_candidates: int = 8, refine_harmonics: int = 4,
                 refine_factor: int = 10, min_points_per_param: float = 3.0,
@@ -59,11 +68,13 @@ def derive_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
                 clip_sigma: float = 5.0, outlier_min_fraction: float = 0.5,
                 max_clipped_fraction: float = 0.1) -> dict[str, Any]:
     """Parameters of one star from its clean G epochs; never raises: failures come back as
-    fit_ok False with the reason and NaN values. The period search sets its own outliers aside;
-    the Fourier fit starts again from every point and drops outliers one at a time
-    (`fit_fourier_clipped`); n_clipped counts the points it left out."""
+    fit_ok False with the reason and NaN values. With `other_bands` (clean BP/RP points) the
+    period comes from the joint search over all bands; the fit stays on G. The period search
+    sets its own outliers aside; the Fourier fit starts again from every point and drops
+    outliers one at a time (`fit_fourier_clipped`); n_clipped counts the points it left out."""
     out: dict[str, Any] = dict.fromkeys(_VALUES, np.nan)
-    out.update(n_epochs_g=len(t), n_clipped=0, type="", fit_ok=False, fit_reason="")
+    out.update(n_epochs_g=len(t), n_clipped=0, type="", period_bands="", fit_ok=False,
+               fit_reason="")
     if len(t) < min_epochs:
         out["fit_reason"] = f"too few clean G epochs ({len(t)} < {min_epochs})"
         return out
@@ -74,7 +85,8 @@ def derive_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
                      subharmonic_alpha=subharmonic_alpha, clip_sigma=clip_sigma,
                      outlier_min_fraction=outlier_min_fraction)
     try:
-        found = search_period(t, mag, sigma, **search_kw)
+        found = _search(t, mag, sigma, other_bands, search_kw)
+        out["period_bands"] = "+".join(found.bands) or "G"
         # the features' own fit (rrlfeh.lightcurve.features), as preprocess and serving do
         fit, keep = fit_star(t, mag, sigma, found.period, max_harmonics=max_harmonics,
                              min_harmonics=min_harmonics,
@@ -102,18 +114,61 @@ def derive_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
     return out
 
 
-def _derive_chunk(stars: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
-                  kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+def _search(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, other_bands: BandPoints | None,
+            search_kw: dict[str, Any]):
+    """The G-only period search, or the joint one where the star has BP/RP points."""
+    if other_bands is None or len(other_bands[0]) == 0:
+        return search_period(t, mag, sigma, **search_kw)
+    bt, bm, bs, label = other_bands
+    return search_period_bands(np.r_[t, bt], np.r_[mag, bm], np.r_[sigma, bs],
+                               np.r_[np.full(len(t), "G"), np.asarray(label, str)], **search_kw)
+
+
+Star = tuple[int, np.ndarray, np.ndarray, np.ndarray, BandPoints | None]
+
+
+def _derive_chunk(stars: list[Star], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     """Worker: derive every star of a chunk, one BLAS thread per process (tiny matrices)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return [dict(derive_star(t, m, s, **kwargs), source_id=sid) for sid, t, m, s in stars]
+        return [dict(derive_star(t, m, s, other_bands=b, **kwargs), source_id=sid)
+                for sid, t, m, s, b in stars]
     with threadpool_limits(limits=1):
-        return [dict(derive_star(t, m, s, **kwargs), source_id=sid) for sid, t, m, s in stars]
+        return [dict(derive_star(t, m, s, other_bands=b, **kwargs), source_id=sid)
+                for sid, t, m, s, b in stars]
 
 
-def derive_light_curve_parameters(epochs: pd.DataFrame, *, min_period: float = 0.2,
+def _star_slices(epochs: pd.DataFrame, sigma_floor: float
+                 ) -> tuple[dict[int, tuple[int, int]], dict[str, np.ndarray]]:
+    """Clean epochs sorted by (source_id, time) as arrays (t, mag, sigma, band where given) and
+    each star's [start, end) rows in them."""
+    cols = ["source_id", "time", "mag", "flux", "flux_error"]
+    clean = epochs.loc[clean_mask(epochs), cols + (["band"] if "band" in epochs else [])]
+    clean = clean.sort_values(["source_id", "time"], kind="stable")
+    sid = clean["source_id"].to_numpy(dtype=np.int64)
+    arrays = {"t": clean["time"].to_numpy(dtype=float), "mag": clean["mag"].to_numpy(dtype=float),
+              "sigma": np.sqrt(schema.mag_error(clean) ** 2 + sigma_floor**2)}
+    if "band" in clean:
+        arrays["band"] = clean["band"].astype(str).str.strip().str.upper().to_numpy(str)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.zeros(0, int)
+    ends = np.r_[starts[1:], len(sid)] if len(sid) else starts
+    return dict(zip(sid[starts].tolist(), zip(starts, ends, strict=True), strict=True)), arrays
+
+
+def _other_bands(bands: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The BP/RP (any non-G) rows of `bands`, checked against schema.EPOCHS + band."""
+    if bands is None:
+        return None
+    missing = [c for c in (*schema.EPOCHS, "band") if c not in bands.columns]
+    if missing:
+        raise schema.SchemaError(f"bands: required column(s) {missing} missing "
+                                 f"(have {sorted(bands.columns)})")
+    return bands[bands["band"].astype(str).str.strip().str.upper() != "G"]
+
+
+def derive_light_curve_parameters(epochs: pd.DataFrame, *, bands: pd.DataFrame | None = None,
+                                  min_period: float = 0.2,
                                   max_period: float = 1.0, min_epochs: int = 12,
                                   max_false_alarm: float = 1e-3, sigma_floor: float = 0.0,
                                   oversampling: float = 5.0, coarse_harmonics: int = 2,
@@ -127,8 +182,12 @@ def derive_light_curve_parameters(epochs: pd.DataFrame, *, min_period: float = 0
                                   chunk_size: int = 200) -> pd.DataFrame:
     """One row per star of the canonical epochs table (schema.EPOCHS), in order of first
     appearance: source_id, period, epoch_max, amplitude_g, mean_mag_g, phi31_g, phi31_g_error,
-    r21_g, n_epochs_g (clean epochs), n_clipped (outliers left out of the fit), type, fit_ok,
-    fit_reason ('' when ok).
+    r21_g, n_epochs_g (clean epochs), n_clipped (outliers left out of the fit), type,
+    period_bands ('G', or e.g. 'G+BP+RP' where the joint search used BP/RP), fit_ok, fit_reason
+    ('' when ok).
+
+    `bands`: BP/RP epochs (schema.EPOCHS columns plus `band`, 'BP' or 'RP'); the clean ones of a
+    star join its clean G epochs in the period search (`search_period_bands`), nothing else.
 
     Rows with `rejected`, non-finite time/mag/flux/flux_error or non-positive flux/flux_error
     are left out of the fit. Magnitude errors are 1.0857 flux_error/flux, with `sigma_floor`
@@ -152,21 +211,18 @@ def derive_light_curve_parameters(epochs: pd.DataFrame, *, min_period: float = 0
                   clip_sigma=clip_sigma, outlier_min_fraction=outlier_min_fraction,
                   max_clipped_fraction=max_clipped_fraction)
 
+    other = _other_bands(bands)
     ids = pd.unique(epochs["source_id"].to_numpy(dtype=np.int64))
-    clean = epochs.loc[clean_mask(epochs), ["source_id", "time", "mag", "flux", "flux_error"]]
-    clean = clean.sort_values(["source_id", "time"], kind="stable")
-    sid = clean["source_id"].to_numpy(dtype=np.int64)
-    t = clean["time"].to_numpy(dtype=float)
-    mag = clean["mag"].to_numpy(dtype=float)
-    sigma = np.sqrt(schema.mag_error(clean) ** 2 + sigma_floor**2)
-    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.zeros(0, int)
-    ends = np.r_[starts[1:], len(sid)] if len(sid) else starts
-    bounds = dict(zip(sid[starts].tolist(), zip(starts, ends, strict=True), strict=True))
+    bounds, g = _star_slices(epochs, sigma_floor)
+    b_bounds, b = _star_slices(other, sigma_floor) if other is not None else ({}, {})
     empty = np.empty(0)
-    stars = []
+    stars: list[Star] = []
     for s in ids.tolist():
         i, j = bounds.get(s, (0, 0))
-        stars.append((s, t[i:j], mag[i:j], sigma[i:j]) if j > i else (s, empty, empty, empty))
+        k, m = b_bounds.get(s, (0, 0))
+        points = (b["t"][k:m], b["mag"][k:m], b["sigma"][k:m], b["band"][k:m]) if m > k else None
+        stars.append((s, g["t"][i:j], g["mag"][i:j], g["sigma"][i:j], points) if j > i
+                     else (s, empty, empty, empty, None))
 
     chunks = [stars[i:i + chunk_size] for i in range(0, len(stars), chunk_size)]
     if n_jobs == 1 or len(chunks) <= 1:

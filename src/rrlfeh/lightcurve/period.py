@@ -11,11 +11,14 @@ factorises into a block part and an offset part, so every sum over the points fo
 frequency is one small complex matrix product (BLAS) instead of n_freq * n_points sin/cos calls.
 The least-squares chi2 at every frequency then comes from a Cholesky solve vectorised across
 frequencies (the normal matrix is built from the same sums).
+
+Several bands (`search_period_bands`: G, BP, RP): each mapped onto G (own mean, amplitude
+ratio), the points of a transit averaged, the same search run on the averaged curve.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -37,6 +40,7 @@ class PeriodResult:
     candidates: tuple[float, ...]  # periods (d) of the coarse peaks that were refined
     at_edge: bool            # the best period lies within one fine step of the search limits
     inliers: np.ndarray      # bool per point: False for the outliers left out
+    bands: tuple[str, ...] = ()  # bands that gave the period, reference first (() = unlabelled)
 
 
 def _design(tc: np.ndarray, freqs: np.ndarray, n_harmonics: int) -> np.ndarray:
@@ -378,3 +382,117 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
         at_edge=bool(f_best - f_min < fine_df or f_max - f_best < fine_df),
         inliers=inliers,
     )
+
+
+def transit_groups(t: np.ndarray, window: float) -> np.ndarray:
+    """Transit index of each point (0, 1, ... in time order): points closer in time than
+    `window` (d) to the previous one share a transit (Gaia's BP/RP times trail G's by seconds,
+    its two fields of view by 106 min)."""
+    order = np.argsort(t, kind="stable")
+    groups = np.empty(len(t), dtype=np.int64)
+    groups[order] = np.cumsum(np.r_[True, np.diff(t[order]) > window]) - 1
+    return groups
+
+
+def _band_map(y_ref: np.ndarray, s_ref: np.ndarray, y_b: np.ndarray, s_b: np.ndarray
+              ) -> tuple[float, float, float] | None:
+    """(scale, offset, mismatch) with y_b ~ offset + scale * y_ref over transits seen in both
+    bands (same phases): scale the Theil-Sen slope (robust to outliers), undiluted by the
+    reference's own noise; mismatch the variance, in reference units, of the mapped band about
+    the reference beyond both noises (shapes that differ, blends). None without a signal."""
+    spread2 = (1.4826 * float(np.median(np.abs(y_ref - np.median(y_ref))))) ** 2
+    signal = 1.0 - float(np.median(s_ref**2)) / spread2 if spread2 > 0 else 0.0
+    i, j = np.triu_indices(len(y_ref), 1)
+    dx = y_ref[j] - y_ref[i]
+    if signal <= 0 or not (dx != 0).any():
+        return None
+    scale = float(np.median((y_b[j] - y_b[i])[dx != 0] / dx[dx != 0])) / max(signal, 0.5)
+    if not scale > 0:
+        return None
+    offset = float(np.median(y_b - scale * y_ref))
+    d = (y_b - offset) / scale - y_ref
+    spread = 1.4826 * float(np.median(np.abs(d - np.median(d))))
+    noise = float(np.median(s_ref**2) + np.median((s_b / scale) ** 2))
+    return scale, offset, max(spread**2 - noise, 0.0)
+
+
+def _band_order(band: np.ndarray, reference: str) -> tuple[list[str], np.ndarray]:
+    """Band names, the reference first (else the band with most points), and each point's
+    index in that list."""
+    labels = np.char.upper(np.char.strip(np.asarray(band, dtype=str)))
+    names, inverse = np.unique(labels, return_inverse=True)
+    ref = reference.upper() if reference.upper() in names else names[np.argmax(
+        np.bincount(inverse))]
+    order = [str(ref), *sorted(str(n) for n in names if n != ref)]
+    return order, np.array([order.index(n) for n in names], dtype=np.int64)[inverse]
+
+
+def _per_transit(values: np.ndarray, w: np.ndarray, key: np.ndarray, shape: tuple[int, int]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean of `values` and its variance in each (transit, band) cell (NaN, inf where
+    the cell is empty), `key` = transit * n_bands + band."""
+    w_cell = np.bincount(key, w, shape[0] * shape[1]).reshape(shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(key, w * values, shape[0] * shape[1]).reshape(shape) / w_cell
+        return mean, 1.0 / w_cell
+
+
+def _band_maps(y: np.ndarray, v: np.ndarray, min_transits: int) -> np.ndarray:
+    """(scale, offset, mismatch) of each band onto band 0, shape (n_bands, 3); scale 0 for a
+    band that shares fewer than `min_transits` transits with band 0 or shows no signal."""
+    maps = np.zeros((y.shape[1], 3))
+    maps[0, 0] = 1.0
+    for b in range(1, y.shape[1]):
+        both = np.isfinite(y[:, 0]) & np.isfinite(y[:, b])
+        fit = None if both.sum() < min_transits else _band_map(
+            y[both, 0], np.sqrt(v[both, 0]), y[both, b], np.sqrt(v[both, b]))
+        if fit is not None:
+            maps[b] = fit
+    return maps
+
+
+def search_period_bands(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, band: np.ndarray,
+                        *, reference: str = "G", transit_window: float = 0.01,
+                        min_band_transits: int = 8, **search_kw) -> PeriodResult:
+    """Best period (d) of one star from its epochs in several bands (`band`: label per point,
+    e.g. 'G', 'BP', 'RP'): one period and one Fourier shape, each band its own mean and
+    amplitude scale, as Gaia's SOS pipeline fits them.
+
+    Each other band is mapped onto the `reference` band's magnitudes (`_band_map`: offset and
+    amplitude ratio from the transits seen in both, and how far its shape departs) when it
+    shares >= `min_band_transits` transits with it (`transit_groups`, `transit_window` d). The
+    mapped points of each transit are averaged with weights 1/(sigma^2 + mismatch), and the
+    averaged curve goes through `search_period` with `search_kw`: one point a transit, so the
+    search costs what a G-only one does and its harmonics and false-alarm test count transits
+    (the phases), not points. Where the reference band is precise, its points dominate (the other
+    bands' shapes differ by more than its noise); where it is noisy, the others add what they
+    see, and transits the reference band lacks (about 2 % of Gaia's) count too. A star with no
+    band to join is searched on its reference-band points alone (the G-only numbers).
+    `inliers` marks the points used and kept; `bands` names the bands used.
+    """
+    t, mag, sigma = light_curve_arrays(t, mag, sigma)
+    if len(band) != len(t):
+        raise ValueError(f"band has {len(band)} labels for {len(t)} points")
+    order, band_idx = _band_order(band, reference)
+    groups = transit_groups(t, transit_window)
+    shape = (int(groups.max()) + 1 if len(t) else 0, len(order))
+    key = groups * shape[1] + band_idx
+    maps = _band_maps(*_per_transit(mag, 1.0 / sigma**2, key, shape), min_band_transits)
+    joined = maps[band_idx, 0] > 0
+    if joined.sum() == (band_idx == 0).sum():  # no other band joins: the reference alone
+        own = band_idx == 0
+        found = search_period(t[own], mag[own], sigma[own], **search_kw)
+        inliers = np.zeros(len(t), dtype=bool)
+        inliers[own] = found.inliers
+        return replace(found, inliers=inliers, bands=(order[0],))
+    scale, offset, mismatch = (maps[band_idx[joined], j] for j in range(3))
+    w = 1.0 / ((sigma[joined] / scale) ** 2 + mismatch)  # weights of the mapped magnitudes
+    y = (mag[joined] - offset) / scale
+    _, compact = np.unique(groups[joined], return_inverse=True)
+    w_t = np.bincount(compact, w)
+    found = search_period(np.bincount(compact, w * t[joined]) / w_t,
+                          np.bincount(compact, w * y) / w_t, 1.0 / np.sqrt(w_t), **search_kw)
+    inliers = np.zeros(len(t), dtype=bool)
+    inliers[joined] = found.inliers[compact]
+    return replace(found, inliers=inliers,
+                   bands=tuple(order[b] for b in range(len(order)) if maps[b, 0] > 0))

@@ -4,10 +4,13 @@ Accepted frames (column names case-insensitive, one row per epoch):
 - long form: ``source_id, time, mag`` with optional ``mag_error`` or ``flux, flux_error``, an
   optional ``rejected`` flag (rows left out of the fit, as Gaia flagged them) and optional
   per-star columns ``period, epoch_max, type`` (repeated on every row of the star, or given on
-  one of them);
+  one of them), and an optional ``band`` (G, BP or RP, any case; null = G): G rows are the
+  light curve, BP/RP rows (``Request.bands``) only join G in the period search of a star sent
+  without a period;
 - folded: ``source_id, phase, mag`` with optional ``period`` and ``type``;
 - the Gaia archive's INDIVIDUAL or RAW epoch-photometry layouts (``read_epoch_frame``), which
-  become the long form through the pipeline's own layout reader.
+  become the long form (G, BP and RP rows, a ``band`` column) through the pipeline's own layout
+  readers.
 
 A malformed request (a missing column, a non-numeric column, a null source_id) is a
 `RequestError` with a one-line message; a problem of one star (conflicting periods, an unknown
@@ -35,7 +38,8 @@ from rrlfeh.data import schema
 TYPE_NAMES = {t.lower(): t for t in schema.TYPES}
 STAR_COLUMNS = ("period", "epoch_max", "type")
 EPOCH_COLUMNS = ("source_id", "time", "phase", "mag", "mag_error", "flux", "flux_error",
-                 "rejected", "transit_id")
+                 "rejected", "transit_id", "band")
+BANDS = ("G", "BP", "RP")
 USAGE = ("send one row per epoch: source_id, time, mag (optional mag_error or flux, flux_error; "
          "optional period, epoch_max, type) or source_id, phase, mag (optional period, type)")
 
@@ -46,13 +50,16 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class Request:
-    """One request: epochs (source_id, x, mag, mag_error, rejected) and its stars in input order
-    (source_id, period, epoch_max, type as given, NaN/None when not), with per-star problems."""
+    """One request: G epochs (source_id, x, mag, mag_error, rejected) and its stars in input
+    order (source_id, period, epoch_max, type as given, NaN/None when not), with per-star
+    problems; `bands`: BP/RP epochs (the same columns and `band`) for the period search, None
+    when none were sent."""
 
     form: Literal["time", "folded"]
     epochs: pd.DataFrame
     stars: pd.DataFrame
     problems: dict[int, str] = field(default_factory=dict)
+    bands: pd.DataFrame | None = None
 
     @property
     def x_column(self) -> str:
@@ -93,12 +100,20 @@ def read_request(frame: pd.DataFrame) -> Request:
     def numbers(name: str) -> np.ndarray:
         return _numbers(df[name], name, sid, problems)
 
+    band = _bands(df["band"]) if "band" in df.columns else None
+    if band is not None and form == "folded" and (band != "G").any():
+        raise RequestError("BP/RP rows sent with folded epochs ('phase'): they serve the period "
+                           "search only, so send times, or G rows alone")
     epochs = pd.DataFrame({"source_id": sid, x: numbers(x), "mag": numbers("mag")})
     epochs["mag_error"] = _mag_error(df, numbers)
     epochs["rejected"] = _flags(df["rejected"]) if "rejected" in df.columns else False
-    stars = _star_values(df, sid, numbers, problems)
+    stars = _star_values(df, sid, numbers, problems)  # from every row, G or not
+    bands = None
+    if band is not None and (band != "G").any():
+        bands = epochs[band != "G"].assign(band=band[band != "G"]).reset_index(drop=True)
+        epochs = epochs[band == "G"].reset_index(drop=True)
     return Request(form=form, epochs=epochs, stars=stars,
-                   problems={k: "; ".join(v) for k, v in problems.items()})
+                   problems={k: "; ".join(v) for k, v in problems.items()}, bands=bands)
 
 
 def signature_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -110,7 +125,9 @@ def signature_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def read_epoch_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A user's table as the long form: the Gaia INDIVIDUAL / RAW layouts through the layout
-    reader (G band, `rejected` from Gaia's flags), anything else unchanged."""
+    readers (G rows first, then BP and RP rows, a `band` column; `rejected` from Gaia's flags),
+    anything else unchanged. A band whose columns are missing (a RAW extract with G only) is
+    left out."""
     from rrlfeh.data.layouts import LayoutError, detect_layout, to_epochs
 
     try:
@@ -118,10 +135,40 @@ def read_epoch_frame(frame: pd.DataFrame) -> pd.DataFrame:
     except LayoutError:
         return frame
     try:
-        epochs = to_epochs(frame, layout)
+        epochs = [to_epochs(frame, layout).assign(band="G")]
     except LayoutError as exc:
         raise RequestError(f"Gaia {layout.upper()} epoch photometry: {exc}") from exc
-    return epochs.drop(columns=["transit_id"])
+    epochs += [e for band in BANDS[1:] if (e := _band_rows(frame, band)) is not None]
+    return pd.concat(epochs, ignore_index=True).drop(columns=["transit_id"])
+
+
+def _band_rows(frame: pd.DataFrame, band: str) -> pd.DataFrame | None:
+    """The BP or RP epochs of an archive-layout frame (`rrlfeh.data.bands`), None where the
+    frame lacks that band's columns or rows."""
+    from rrlfeh.data.bands import RAW_BAND_COLUMNS, band_epochs
+
+    have = {column_name(c) for c in frame.columns}
+    if "band" not in have and not set(RAW_BAND_COLUMNS[band]) <= have:
+        return None  # a RAW extract without this band's columns
+    try:
+        rows = band_epochs(frame, band)
+    except KeyError:  # RAW with one array a cell: the exploder keeps the G columns alone
+        return None
+    except ValueError as exc:  # LayoutError, a bad flag or identifier, as in G
+        raise RequestError(f"Gaia {band} epoch photometry: {exc}") from exc
+    return rows.assign(band=band) if len(rows) else None
+
+
+def _bands(values: pd.Series) -> np.ndarray:
+    """Each row's band, 'G', 'BP' or 'RP' (any case, null or empty = G); another value makes
+    the request unreadable."""
+    text = values.map(lambda v: v.decode() if isinstance(v, bytes) else v).astype("string")
+    text = text.str.strip().str.upper().fillna("G").replace("", "G")
+    unknown = sorted(set(text) - set(BANDS))
+    if unknown:
+        raise RequestError(f"unknown band value(s) {unknown[:5]} in column 'band': "
+                           f"use {', '.join(BANDS)} (or leave it empty for G)")
+    return text.to_numpy(dtype=object)
 
 
 def _source_ids(values: pd.Series) -> np.ndarray:

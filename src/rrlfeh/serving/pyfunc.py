@@ -31,7 +31,7 @@ ARTIFACT = "scoring_model"
 # any dtype, and makes text in one star's magnitudes that star's status, where MLflow's cast to
 # double refused the whole request
 INPUT_COLUMNS = ("source_id", "time", "phase", "mag", "mag_error", "flux", "flux_error",
-                 "rejected", "period", "epoch_max", "type")
+                 "rejected", "period", "epoch_max", "type", "band")  # band: G, BP or RP
 _MLFLOW_TYPES = {"int64": "long", "float64": "double", "bool": "boolean", "string": "string"}
 
 
