@@ -62,11 +62,12 @@ def test_early_stopping_watches_an_inner_split_of_the_fold_training_stars(workdi
     import keras
 
     from rrlfeh.training.arrays import load_training_set
-    from rrlfeh.training.kfold import stratified_folds
+    from rrlfeh.training.kfold import star_folds
 
     data = load_training_set(workdir / f"data/processed/{kind}.npz", kind)
-    splits = stratified_folds(data.strata, 2, 2, 42)  # tiny budget, crossval.seed
+    splits = star_folds(data, 2, 2, 42)  # tiny budget, crossval.seed; copies with their star
     repeat, fold, _, va = splits[0]
+    va = va[~data.is_copy[va]]  # the figures are on the stars' own curves
     model = keras.models.load_model(workdir / f"models/crossval/{kind}/r{repeat}_k{fold}.keras")
     pred = model.predict(data.X[va], verbose=0).reshape(-1)
     logged = folds[(folds["tags.repeat"] == str(repeat)) & (folds["tags.fold"] == str(fold))]
@@ -86,15 +87,28 @@ def test_test_figures_are_the_saved_ensembles_own(workdir: Path):
         assert train[kind]["network_test"]["rmse"] == pytest.approx(
             float(np.sqrt(np.mean((net - test.y) ** 2))), rel=1e-4)
         # served: the stack the gate chose, with the relation fitted on the training stars
-        train_set = load_training_set(workdir / f"data/processed/{kind}.npz", kind)
+        # (the line on the stars' own curves, never on their sparse copies)
+        train_set = load_training_set(workdir / f"data/processed/{kind}.npz", kind).originals()
         rel = ens.manifest["relation"]
         cols = lambda d, rel=rel: np.column_stack(  # noqa: E731
             [getattr(d, f) for f in rel["features"]])
         coef = np.linalg.lstsq(np.column_stack([np.ones(len(train_set.y)), cols(train_set)]),
                                train_set.y.astype(float), rcond=None)[0]
         assert coef == pytest.approx(rel["coef"], rel=1e-6, abs=1e-9)
-        w = ens.manifest["stack"]["weight"]
-        pred = w * net + (1 - w) * (coef[0] + cols(test) @ coef[1:])
+        # per bin of epoch counts: its weight, and the line or the bin's plane (clipped inputs)
+        stack = ens.manifest["stack"]
+        b = np.digitize(test.n_epochs, stack["edges"][1:-1])
+        line = coef[0] + cols(test) @ coef[1:]
+        feats = np.column_stack([getattr(test, f) for f in stack["features"]])
+        lo, hi = np.asarray(stack["clip"], float).T
+        pred = np.empty(len(test.y))
+        for i, e in enumerate(stack["bins"]):
+            rows = b == i
+            rel_i = line[rows]
+            if e["relation"] == "plane":
+                c = np.asarray(e["coef"])
+                rel_i = c[0] + np.clip(feats[rows], lo, hi) @ c[1:]
+            pred[rows] = e["weight"] * net[rows] + (1 - e["weight"]) * rel_i
         rmse = float(np.sqrt(np.mean((pred - test.y) ** 2)))
         assert train[kind]["test"]["rmse"] == pytest.approx(rmse, rel=1e-4)
         assert train[kind]["n_stars_test"] == len(test.y)

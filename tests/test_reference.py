@@ -104,7 +104,8 @@ def test_validation_folds_are_crossvals_first_repeat(project: Path):
     from rrlfeh.training.arrays import load_training_set
     from rrlfeh.training.kfold import stratified_folds
 
-    data = load_training_set(project / "data/processed/RRab.npz", "RRab")
+    # the paper's method: the stars' own curves (their sparse copies are crossval's only)
+    data = load_training_set(project / "data/processed/RRab.npz", "RRab").originals()
     table = pd.read_parquet(project / "models/reference/RRab/predictions.parquet")
     assert table["source_id"].tolist() == data.source_id.tolist()
     # crossval's folds on the tiny budget: 2 splits x 2 repeats, crossval.seed

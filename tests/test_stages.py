@@ -65,7 +65,21 @@ def test_preprocess_arrays_are_what_training_needs(pipeline: Path):
     rejected = pd.read_parquet(pipeline / "data/processed/rejected.parquet")
     total = 0
     for kind, n_points in (("RRab", 264), ("RRc", 265)):
-        a = np.load(pipeline / f"data/processed/{kind}.npz")
+        a = dict(np.load(pipeline / f"data/processed/{kind}.npz"))
+        # the stars' own curves first, then their sparse copies (checked in test_sparse_training
+        # and below); what follows is about the stars
+        copies = a["copy"] > 0
+        assert not copies[: int((~copies).sum())].any()
+        assert set(a["source_id"][copies]) <= set(a["source_id"][~copies & ~a["is_test"]])
+        assert (a["n_epochs"][copies] <= 45).all() and not a["is_test"][copies].any()
+        for k in ("source_id", "y", "strata", "is_test", "weights"):
+            copy_of = pd.Series(a[k][~copies], index=a["source_id"][~copies])
+            if k == "weights":  # a star's copies share its weight
+                per_star = pd.Series(a[k][copies]).groupby(a["source_id"][copies]).sum()
+                assert np.allclose(per_star, copy_of.reindex(per_star.index), rtol=1e-5)
+            else:
+                assert (copy_of.reindex(a["source_id"][copies]).to_numpy() == a[k][copies]).all()
+        a = {k: (v[~copies] if np.ndim(v) and len(v) == len(copies) else v) for k, v in a.items()}
         n = len(a["y"])
         total += n
         assert list(a["channels"]) == ["standardised_mag", "phase_x_period_d", "period_d",

@@ -63,6 +63,11 @@ def star_values(pc: ProcessedCurves) -> dict[str, np.ndarray]:
                                     np.minimum(err, PHI31_ERROR_UNKNOWN), PHI31_ERROR_UNKNOWN)}
 
 
+def relation_values(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`star_values` under the names the relations read (period, phi31, r21, amplitude)."""
+    return {**values, "period": values["period_d"], "amplitude": values["amplitude_mag"]}
+
+
 def check_channels(channels: Sequence[str]) -> tuple[str, ...]:
     """The channel list, validated: the paper's two first (or the magnitude and the phase alone,
     for curves without periods), then known per-star channels."""

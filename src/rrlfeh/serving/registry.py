@@ -70,7 +70,12 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
             if np.isfinite(data.period).all() else [None, None])  # no periods: no range
         if pre.get("source") == "folded":  # no validate cut: the fewest points trained on
             settings["domain"]["min_epochs"] = int(data.n_epochs.min())
-        settings["data_digest"][kind] = training_digest(data.source_id, data.y)
+        if data.is_copy.any():  # trained and validated on sparse copies down to this many
+            low = int(data.n_epochs[data.is_copy].min())
+            cut = settings["domain"]["min_epochs"]
+            settings["domain"]["min_epochs"] = low if cut is None else min(int(cut), low)
+        own = data.originals()  # the same stars, whatever the copies
+        settings["data_digest"][kind] = training_digest(own.source_id, own.y)
         settings["crossval"][kind] = {"n_stars": len(data), **manifest["crossval_metrics"]}
     if not settings["types"]:
         raise FileNotFoundError(f"{final_dir}: no trained ensemble of any type (run `rrlfeh "

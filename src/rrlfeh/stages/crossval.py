@@ -24,13 +24,8 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.io import atomic_path, write_json, write_parquet
-from rrlfeh.training.baseline import (
-    choose_relation,
-    choose_stack,
-    combine,
-    relation_features,
-)
-from rrlfeh.training.kfold import FitSettings, FoldJob, fit_fold, stratified_folds
+from rrlfeh.training.baseline import choose_relation, relation_features
+from rrlfeh.training.kfold import FitSettings, FoldJob, fit_fold, star_folds
 from rrlfeh.training.metrics import aggregate, regression_metrics
 from rrlfeh.training.tracking import TrackingSettings, file_md5
 
@@ -56,22 +51,61 @@ def relation_on_folds(data, results: list[dict[str, Any]]) -> tuple[dict[str, An
     folds = [(r["repeat"], np.asarray(r["train_index"]), np.asarray(r["val_index"]))
              for r in results]
     rel = choose_relation(data, folds)
-    rel["val"] = aggregate(regression_metrics(data.y[va], pred, data.weights[va])
+    own = ~data.is_copy  # Table 1: the stars' own curves of each validation part
+    rel["val"] = aggregate(regression_metrics(data.y[va][own[va]], pred[own[va]],
+                                              data.weights[va][own[va]])
                            for (_, _, va), pred in zip(folds, rel.pop("per_fold"), strict=True))
     return rel, rel.pop("oof")
 
 
+def served_summary(data, stack: dict[str, Any], network_oof: np.ndarray, rel_oof: np.ndarray,
+                   served_oof: np.ndarray) -> dict[str, Any]:
+    """The per-bin stack with what the gate and the tags read, on the stars' own curves: what
+    is served ('network', 'relation' or 'stack'), the weight of the bin holding most stars,
+    the out-of-fold RMSEs and a one-line reason per bin."""
+    from rrlfeh.training.baseline import rmse
+    from rrlfeh.training.served import describe
+
+    own = ~data.is_copy
+    bins = stack["bins"]
+    served = ("network" if all(e["weight"] == 1.0 for e in bins) else "relation"
+              if all(e["weight"] == 0.0 and e["relation"] == "line" for e in bins) else "stack")
+    main = max(bins, key=lambda e: e["n_own"])
+    return {**stack, "served": served, "weight": main["weight"],
+            "reason": describe(stack),
+            "oof_rmse": rmse(data.y[own], served_oof[own]),
+            "network_oof_rmse": rmse(data.y[own], network_oof[own]),
+            "relation_oof_rmse": rmse(data.y[own], rel_oof[own])}
+
+
 def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
-              figures_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, list[Path]]:
-    """Table-1 aggregates, the per-star prediction table and the three figures of one type."""
+              figures_dir: Path, copy_sizes: tuple[int, ...] = ()
+              ) -> tuple[dict[str, Any], pd.DataFrame, list[Path]]:
+    """Table-1 aggregates (the stars' own curves), the prediction table of every curve (sparse
+    copies too) and the three figures of one type; the served stack chosen per bin of epoch
+    counts (bins between the copies' sizes `copy_sizes`)."""
     from rrlfeh.training import plots
+    from rrlfeh.training.served import choose_served, epoch_edges
 
     results = sorted(results, key=lambda r: (r["repeat"], r["fold"]))
-    oof, pred_train = fold_predictions(results, len(data), n_repeats)
-    pred_oof = oof.mean(axis=0)
+    oof_all, train_all = fold_predictions(results, len(data), n_repeats)
     relation, rel_oof = relation_on_folds(data, results)
-    stack = choose_stack(data.y, pred_oof, rel_oof)
-    served_oof = combine(pred_oof, rel_oof, stack["weight"])
+    folds = [(r["repeat"], np.asarray(r["train_index"]), np.asarray(r["val_index"]))
+             for r in results]
+    edges = epoch_edges(copy_sizes if data.is_copy.any() else ())
+    stack, served_all = choose_served(data, oof_all.mean(axis=0), rel_oof, folds, edges,
+                                      relation)
+    stack = served_summary(data, stack, oof_all.mean(axis=0), rel_oof, served_all)
+    table = pd.DataFrame({"source_id": data.source_id, "copy": data.copy, "feh": data.y,
+                          "weight": data.weights, "n_epochs": data.n_epochs,
+                          "period": data.period, "pred_oof": oof_all.mean(axis=0),
+                          "pred_train_mean": train_all, "relation_oof": rel_oof,
+                          "served_oof": served_all})
+    for r in range(n_repeats):
+        table[f"pred_oof_r{r + 1}"] = oof_all[r]
+    own = ~data.is_copy  # Table 1 and the figures: the stars' own curves
+    data, oof, pred_train = data.originals(), oof_all[:, own], train_all[own]
+    pred_oof, rel_oof, served_oof = oof.mean(axis=0), rel_oof[own], served_all[own]
     oof_metrics = lambda pred: {k: v for k, v in regression_metrics(  # noqa: E731
         data.y, pred, data.weights).items() if k != "n"}
     metrics = {
@@ -83,17 +117,12 @@ def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
         "baseline_oof": oof_metrics(rel_oof),
         "relation": {k: v for k, v in relation.items() if k != "val"},
         "stack": {**stack, "oof": oof_metrics(served_oof)},
-        "n_stars": len(data), "n_folds": len(results),
+        "n_stars": len(data), "n_copies": int(len(table) - len(data)),
+        "n_folds": len(results),
         "best_epoch_median": float(np.median([r["best_epoch"] for r in results])),
         "stopped_by": {k: sum(r.get("stopped_by") == k for r in results)
                        for k in ("early_stopping", "max_epochs", "time_budget")},
     }
-    table = pd.DataFrame({"source_id": data.source_id, "feh": data.y, "weight": data.weights,
-                          "n_epochs": data.n_epochs, "period": data.period,
-                          "pred_oof": pred_oof, "pred_train_mean": pred_train,
-                          "relation_oof": rel_oof, "served_oof": served_oof})
-    for r in range(n_repeats):
-        table[f"pred_oof_r{r + 1}"] = oof[r]
     m_tr = {k: v["mean"] for k, v in metrics["train"].items()}
     m_va = {k: v["mean"] for k, v in metrics["val"].items()}
     figs = [
@@ -127,7 +156,7 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
     data = load_training_set(path, kind)
     n_splits, n_repeats = int(budget["n_splits"]), int(budget["n_repeats"])
     fit = FitSettings.from_params(c, budget)
-    folds = stratified_folds(data.strata, n_splits, n_repeats, int(c["seed"]))
+    folds = star_folds(data, n_splits, n_repeats, int(c["seed"]))  # a star's copies with it
     ckpt = root / c["cache_dir"] / (f"{kind}-" + config_hash(
         dict(network), dict(budget), dict(c), file_md5(path), code_digest()))
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -171,7 +200,8 @@ def log_relation(kind: str, data, data_path: Path, m: Mapping[str, Any], experim
         f"tags.candidate = 'relation' and tags.rr_type = '{kind}'", output_format="list")
     if done:  # a resumed K-fold: the relation of these folds is logged already
         return done[0].info.run_id
-    model = LinearRegression().fit(relation_features(data, rel["form"]), data.y)
+    own = data.originals()  # the line of the stars' own curves
+    model = LinearRegression().fit(relation_features(own, rel["form"]), own.y)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"relation {kind}",
                           tags={**git_tags(root), "dvc.stage": "crossval", "rr_type": kind,
                                 "candidate": "relation", "crossval_run_id": parent_id}) as run:
@@ -235,6 +265,9 @@ def run(processed_dir: Path, hparams_path: Path, params: Mapping[str, Any], root
     logged = {"crossval": dict(c), "budget": dict(budget)}
     metrics: dict[str, Any] = {}
     plans, all_jobs = {}, []
+    # the sparse copies' sizes: the served stack's bins of epoch counts lie between them
+    copy_sizes = tuple(config.section(params, "preprocess").get("augment", {}).get(
+        "n_epochs", ()))
     for kind in schema.TYPES:
         entry = best.get(kind, {"skipped": "not in the tune output"})
         if "skipped" in entry:
@@ -256,7 +289,8 @@ def run(processed_dir: Path, hparams_path: Path, params: Mapping[str, Any], root
     if out_dir.exists():
         shutil.rmtree(out_dir)
     for kind, (data, jobs, parent_id, _ckpt, n_repeats) in plans.items():
-        m, table, figs = summarise(kind, data, results[kind], n_repeats, figures_dir)
+        m, table, figs = summarise(kind, data, results[kind], n_repeats, figures_dir,
+                                   copy_sizes)
         dest = out_dir / kind
         dest.mkdir(parents=True, exist_ok=True)
         members = []
@@ -281,7 +315,9 @@ def run(processed_dir: Path, hparams_path: Path, params: Mapping[str, Any], root
             flat.update({f"relation_oof_{k}": v for k, v in m["baseline_oof"].items()})
             flat.update({f"served_oof_{k}": v for k, v in m["stack"]["oof"].items()})
             mlflow.log_metrics({**flat, "best_epoch_median": m["best_epoch_median"],
-                                "stack_weight": m["stack"]["weight"]})
+                                "stack_weight": m["stack"]["weight"],
+                                **{f"served_oof_rmse_bin{i}": e["oof_rmse"]
+                                   for i, e in enumerate(m["stack"]["bins"])}})
             mlflow.set_tags({"served": m["stack"]["served"],
                              "served_reason": m["stack"]["reason"]})
             for f in figs:

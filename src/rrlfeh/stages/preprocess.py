@@ -19,6 +19,7 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.io import atomic_path, write_json, write_parquet
+from rrlfeh.preprocess.augment import AugmentSettings, append_copies, sparse_copies
 from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
 from rrlfeh.preprocess.network_input import CHANNELS, network_input, star_values
 from rrlfeh.reasons import reason_counts
@@ -36,23 +37,12 @@ def test_split(strata: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return is_test
 
 
-def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[str, Any],
-                    strata: Mapping[str, Any], split: Mapping[str, Any],
-                    channels: Sequence[str] = CHANNELS) -> dict[str, np.ndarray]:
-    """The arrays of one type: X (network input, `channels` per step), y, KDE weights fitted on
-    the training stars only, strata, the test-split mask, ..."""
-    n = len(pc)
-    x = network_input(pc, channels)
-    s = feh_strata(feh, **strata) if n else np.empty(0, dtype=int)
-    is_test = test_split(s, float(split.get("fraction", 0.0)), int(split.get("seed", 0)))
-    if is_test.any():  # the K-fold strata: bins of the training stars alone (test stars: -1)
-        s = np.full(n, -1)
-        s[~is_test] = feh_strata(feh[~is_test], **strata)
-    w = kde_weights(feh, fit=~is_test, **weights) if n else np.empty(0)
+def curve_arrays(pc: ProcessedCurves, channels: Sequence[str] = CHANNELS
+                 ) -> dict[str, np.ndarray]:
+    """The per-curve arrays of processed curves: X (network input, `channels` per step) and the
+    per-star values the baselines, the domain and the figures read."""
     return {
-        "X": x, "y": feh.astype(np.float32), "weights": w.astype(np.float32),
-        "strata": s.astype(np.int16), "is_test": is_test, "channels": np.array(channels),
-        "source_id": pc.source_id, "phase_grid": pc.phase_grid,
+        "X": network_input(pc, channels), "source_id": pc.source_id,
         "period": pc.period, "amplitude": pc.amplitude, "mean_mag": pc.mean_mag,
         "std_mag": pc.std_mag, "n_epochs": pc.n_epochs, "n_clipped": pc.n_clipped,
         "spline_log10_lam": pc.log10_lam,
@@ -64,6 +54,46 @@ def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[st
     }
 
 
+def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[str, Any],
+                    strata: Mapping[str, Any], split: Mapping[str, Any],
+                    channels: Sequence[str] = CHANNELS) -> dict[str, np.ndarray]:
+    """The arrays of one type: the curves' (`curve_arrays`), y, KDE weights fitted on the
+    training stars only, strata, the test-split mask, the channels and the phase grid."""
+    n = len(pc)
+    s = feh_strata(feh, **strata) if n else np.empty(0, dtype=int)
+    is_test = test_split(s, float(split.get("fraction", 0.0)), int(split.get("seed", 0)))
+    if is_test.any():  # the K-fold strata: bins of the training stars alone (test stars: -1)
+        s = np.full(n, -1)
+        s[~is_test] = feh_strata(feh[~is_test], **strata)
+    w = kde_weights(feh, fit=~is_test, **weights) if n else np.empty(0)
+    return {**curve_arrays(pc, channels), "y": feh.astype(np.float32),
+            "weights": w.astype(np.float32), "strata": s.astype(np.int16), "is_test": is_test,
+            "channels": np.array(channels), "phase_grid": pc.phase_grid,
+            "copy": np.zeros(n, np.int16)}
+
+
+def with_copies(arrays: dict[str, np.ndarray], stars: pd.DataFrame, epochs: pd.DataFrame,
+                process, s: AugmentSettings, channels: Sequence[str]
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays with the sparse copies of every training star appended (`augment`), and what
+    became of the copies (made, kept, refused by the preprocessing and why)."""
+    train_ids = arrays["source_id"][~arrays["is_test"]]
+    train_stars = stars[stars["source_id"].isin(train_ids)]
+    copy_epochs, copies = sparse_copies(epochs, train_stars, s)
+    if copies.empty:
+        return arrays, {"n_made": 0, "n_kept": 0, "refused_by_reason": {}}
+    pc, rej = process(copy_epochs, copies)
+    made = copies.set_index("source_id").loc[pc.source_id]
+    out = append_copies(arrays, curve_arrays(pc, channels), made["origin"].to_numpy(np.int64),
+                        made["copy"].to_numpy(), s.copy_weight,
+                        [k for k in curve_arrays(pc, channels) if k != "source_id"])
+    refused = rej.drop_duplicates("source_id")["reason"]
+    return out, {"n_made": len(copies), "n_kept": len(pc),
+                 "refused_by_reason": reason_counts(refused),
+                 "kept_by_size": {int(k): int(v) for k, v in
+                                  made["n_subset"].value_counts().sort_index().items()}}
+
+
 def save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
     """np.savez through a temporary file and a rename (a crash never leaves half a file)."""
     with atomic_path(path) as tmp:
@@ -73,17 +103,22 @@ def save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
 
 def from_raw(raw_dir: Path, validated: Path, p: Mapping[str, Any],
              fourier: Mapping[str, Any]):
-    """Per type: (stars with labels, processed curves, rejected) from validated stars + epochs."""
+    """Per type: (stars with labels, processed curves, rejected, (epochs, the preprocessing of
+    any epochs and stars with the type's knobs)) from validated stars + epochs."""
     stars = pd.read_parquet(validated)
     epochs = pd.read_parquet(raw_dir / "epochs.parquet")
     epochs = epochs[epochs["source_id"].isin(stars["source_id"])]
     for kind in schema.TYPES:
         s = stars[stars["type"] == kind].reset_index(drop=True)
         e = epochs[epochs["source_id"].isin(s["source_id"])]
-        pc, rej = preprocess_tables(e, s, use_mag_error=bool(p.get("use_mag_error", True)),
-                                    n_points=int(p["n_points"][kind]), fourier=dict(fourier),
-                                    **dict(p.get("curves", {})))
-        yield kind, s, pc, rej
+
+        def process(e_: pd.DataFrame, s_: pd.DataFrame, kind: str = kind):
+            return preprocess_tables(e_, s_, use_mag_error=bool(p.get("use_mag_error", True)),
+                                     n_points=int(p["n_points"][kind]), fourier=dict(fourier),
+                                     **dict(p.get("curves", {})))
+
+        pc, rej = process(e, s)
+        yield kind, s, pc, rej, (e, process)
 
 
 def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
@@ -111,10 +146,11 @@ def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
                                 period=period, n_points=int(p["n_points"][kind]),
                                 align_max=bool(f.get("align_max", True)),
                                 fourier=dict(fourier), **dict(p.get("curves", {})))
-    yield kind, stars, pc, pd.concat([rej, no_curve], ignore_index=True)
+    yield kind, stars, pc, pd.concat([rej, no_curve], ignore_index=True), None
     for other in schema.TYPES:
         if other != kind:
-            yield other, stars.iloc[:0], _empty_like(pc, int(p["n_points"][other])), rej.iloc[:0]
+            yield (other, stars.iloc[:0], _empty_like(pc, int(p["n_points"][other])),
+                   rej.iloc[:0], None)
 
 
 def _empty_like(pc: ProcessedCurves, n_points: int) -> ProcessedCurves:
@@ -133,11 +169,12 @@ def figures(stars: pd.DataFrame, arrays: Mapping[str, Mapping[str, np.ndarray]],
     plots.bailey_diagram(stars["period"].to_numpy(float), stars["amplitude_g"].to_numpy(float),
                          stars["feh"].to_numpy(float), stars["type"].to_numpy(str),
                          out / "bailey.png")
-    plots.standardised_curves(None, {k: a["X"][..., 0] for k, a in arrays.items() if len(a["y"])},
-                              out / "curves.png")
-    feh = np.concatenate([a["y"] for a in arrays.values()])
-    w = np.concatenate([a["weights"] for a in arrays.values()])
-    by_type = np.concatenate([[k] * len(a["y"]) for k, a in arrays.items()])
+    own = {k: a["copy"] == 0 for k, a in arrays.items()}  # the stars, not their sparse copies
+    plots.standardised_curves(None, {k: a["X"][own[k], :, 0] for k, a in arrays.items()
+                                     if own[k].any()}, out / "curves.png")
+    feh = np.concatenate([a["y"][own[k]] for k, a in arrays.items()])
+    w = np.concatenate([a["weights"][own[k]] for k, a in arrays.items()])
+    by_type = np.concatenate([[k] * int(own[k].sum()) for k in arrays])
     plots.feh_distribution(feh, w, out / "feh_weights.png", by_type=by_type)
 
 
@@ -155,12 +192,20 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
     metrics: dict[str, Any] = {"source": source, "by_type": {}}
     arrays, rejected, all_stars = {}, [], []
     t0 = time.perf_counter()
-    for kind, stars, pc, rej in parts:
+    augment = AugmentSettings.from_params(p.get("augment"))
+    for kind, stars, pc, rej, raw in parts:
         feh = stars.set_index("source_id")["feh"].reindex(pc.source_id).to_numpy(float)
+        channels = p.get("channels", CHANNELS)
         arrays[kind] = training_arrays(pc, feh, weights=p.get("weights", {}),
                                        strata=p.get("strata", {}),
-                                       split=p.get("test_split", {}),
-                                       channels=p.get("channels", CHANNELS))
+                                       split=p.get("test_split", {}), channels=channels)
+        copies: dict[str, Any] = {"n_made": 0, "n_kept": 0}
+        if augment.copies > 0 and raw is not None and len(pc):
+            arrays[kind], copies = with_copies(arrays[kind], stars, raw[0], raw[1], augment,
+                                               channels)
+            log.info("preprocess %s: %d sparse copies of the training stars kept of %d made "
+                     "(%s epochs)", kind, copies["n_kept"], copies["n_made"],
+                     "/".join(map(str, augment.n_epochs)))
         save_npz(arrays[kind], out_dir / f"{kind}.npz")
         rejected.append(rej.assign(stage="preprocess"))
         all_stars.append(stars)
@@ -172,6 +217,7 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
             "n_epochs_clipped": int(pc.n_clipped.sum()),
             "n_stars_with_clipped_epochs": int((pc.n_clipped > 0).sum()),
             "n_points": int(pc.curves.shape[1]),
+            "sparse_copies": copies,
         }
         log.info("preprocess %s: %d in, %d kept, %d rejected (%.1f s)", kind, len(stars), len(pc),
                  len(rej), time.perf_counter() - t0)

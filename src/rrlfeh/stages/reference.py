@@ -32,7 +32,7 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.io import write_json, write_parquet
-from rrlfeh.training.kfold import FitSettings, FoldJob, first_channels, stratified_folds
+from rrlfeh.training.kfold import FitSettings, FoldJob, first_channels, star_folds
 from rrlfeh.training.metrics import aggregate, regression_metrics
 from rrlfeh.training.model import SEQUENCE_CHANNELS, NetworkSpec
 from rrlfeh.training.tracking import TrackingSettings
@@ -135,7 +135,8 @@ def plan_type(kind: str, path: Path, network: Mapping[str, Any], s: Settings,
     if data.channels != PAPER_CHANNELS:
         log.warning("%s: the first channels are %s, not the paper's %s", kind, data.channels,
                     PAPER_CHANNELS)
-    folds = stratified_folds(data.strata, s.n_splits, s.n_repeats, s.seed)
+    # the paper's method: the stars' own curves, never the sparse copies; crossval's folds
+    folds = star_folds(data, s.n_splits, s.n_repeats, s.seed, originals_only=True)
     ckpt = checkpoint_dir(kind, path, network, s)
     logged = {"model": dict(network), "fit": asdict(s.fit), "n_splits": s.n_splits,
               "n_repeats": s.n_repeats, "seed": s.seed, "channels": list(data.channels)}
@@ -159,8 +160,10 @@ def oof_table(data: TrainingSet, results: list[dict[str, Any]], n_repeats: int) 
     for r in results:
         if r["repeat"] == 1:
             fold[r["val_index"]] = r["fold"]
+    own = ~data.is_copy  # the stars' own curves (the copies are not fitted here)
     return pd.DataFrame({"source_id": data.source_id, "feh": data.y, "weight": data.weights,
-                         "n_epochs": data.n_epochs, "pred_oof": oof.mean(axis=0), "fold": fold})
+                         "n_epochs": data.n_epochs, "pred_oof": oof.mean(axis=0),
+                         "fold": fold})[own].reset_index(drop=True)
 
 
 def predict_test_split(folder: Path, path: Path, kind: str) -> pd.DataFrame:

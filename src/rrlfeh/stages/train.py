@@ -23,10 +23,12 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
+from rrlfeh.evaluation import coverage
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.training.arrays import load_training_set
 from rrlfeh.training.ensemble import MANIFEST, Ensemble, residual_model
 from rrlfeh.training.metrics import regression_metrics
+from rrlfeh.training.served import bin_index, residual_sigmas, served_predict, training_values
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
         "crossval_metrics": folds["metrics"],
         # what is served: stack weight·network + (1 - weight)·relation, chosen out of fold
         "relation": {k: folds["metrics"]["relation"][k] for k in ("form", "features", "coef")},
-        "stack": {k: folds["metrics"]["stack"][k] for k in ("weight", "served", "reason")},
+        # per bin of epoch counts (rrlfeh.training.served): relation, weight, bin planes
+        "stack": {k: v for k, v in folds["metrics"]["stack"].items() if k != "oof"},
     }
     write_json(manifest, dest / MANIFEST)
     return manifest
@@ -63,14 +66,13 @@ def evaluate_test(ens: Ensemble, test) -> tuple[dict[str, Any], pd.DataFrame]:
     """The test split, used once: the served model's Table-1 figures (the stack of network and
     relation the manifest names), the network's and the relation's alone, and the coverage of
     the per-star error."""
-    from rrlfeh.evaluation import coverage
-    from rrlfeh.training.baseline import combine, relation_predict
+    from rrlfeh.training.baseline import relation_predict
 
     network, spread = ens.predict(test.X)
     rel, stack = ens.manifest["relation"], ens.manifest["stack"]
-    relation = relation_predict(rel, {f: getattr(test, f) for f in rel["features"]})
-    served = combine(network, relation, stack["weight"])
-    err = ens.total_error(stack["weight"] * spread, test.n_epochs)
+    relation = relation_predict(rel, training_values(test))
+    served, weight = served_predict(stack, rel, network, training_values(test), test.n_epochs)
+    err = ens.total_error(weight * spread, test.n_epochs)
     strip = lambda m: {k: v for k, v in m.items() if k != "n"}  # noqa: E731
     m = {"n_stars_test": len(test),
          "test": strip(regression_metrics(test.y, served, test.weights)),
@@ -79,7 +81,7 @@ def evaluate_test(ens: Ensemble, test) -> tuple[dict[str, Any], pd.DataFrame]:
          "coverage_test": coverage(served - test.y, err)}
     table = pd.DataFrame({"source_id": test.source_id, "feh": test.y, "weight": test.weights,
                           "n_epochs": test.n_epochs, "period": test.period, "feh_pred": served,
-                          "network_pred": network, "feh_spread": stack["weight"] * spread,
+                          "network_pred": network, "feh_spread": weight * spread,
                           "feh_std": err, "plane_pred": relation})
     return m, table
 
@@ -112,31 +114,48 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         ens = Ensemble.load(out_dir / kind)
         data = load_training_set(processed, kind)
         mean, spread = ens.predict(data.X)
-        oof = pd.read_parquet(src / "predictions.parquet")
-        fit_m = regression_metrics(data.y, mean, data.weights)
-        # the served model's out-of-fold predictions (the stack crossval chose)
-        oof_m = regression_metrics(oof["feh"].to_numpy(), oof["served_oof"].to_numpy(),
-                                   oof["weight"].to_numpy())
-        spread = manifest["stack"]["weight"] * spread
+        oof = pd.read_parquet(src / "predictions.parquet")  # every curve, as `data`
+        if not np.array_equal(oof["source_id"].to_numpy(), data.source_id):
+            raise ValueError(f"{kind}: crossval predictions do not match {processed} (rerun "
+                             "`rrlfeh crossval`)")
+        own = ~data.is_copy
+        fit_m = regression_metrics(data.y[own], mean[own], data.weights[own])
+        # the served model's out-of-fold predictions (the stack crossval chose), own curves
+        served_oof = oof["served_oof"].to_numpy()
+        oof_m = regression_metrics(data.y[own], served_oof[own], data.weights[own])
+        _, w = served_predict(manifest["stack"], manifest["relation"], mean,
+                              training_values(data), data.n_epochs)
+        spread = w * spread
         # the members' spread is model disagreement only; the out-of-fold residuals set the
         # rest of the per-star error (label noise, information the curve does not hold)
-        residual_sigma = float(np.sqrt(max(oof_m["rmse"] ** 2 - np.mean(spread**2), 0.0)))
+        residual_sigma = float(np.sqrt(max(oof_m["rmse"] ** 2 - np.mean(spread[own]**2), 0.0)))
         manifest["residual_sigma"] = residual_sigma
-        # ... and as a function of the number of epochs (what `feh_std` uses)
         manifest["residual_model"] = residual_model(
-            data.n_epochs, oof["served_oof"].to_numpy() - oof["feh"].to_numpy(), spread)
-        write_json(manifest, out_dir / kind / MANIFEST)
+            data.n_epochs[own], served_oof[own] - data.y[own], spread[own])
+        # what `feh_std` uses: per bin of epoch counts, calibrated on the out-of-fold residuals
+        # of every curve of the bin (sparse copies included) to hold 68 % within ±1σ
+        edges = manifest["stack"].get("edges", [0.0, 1.0e6])
+        bins = bin_index(data.n_epochs, edges)
+        manifest["error_bins"] = {"edges": edges, "sigma": residual_sigmas(
+            served_oof - data.y, spread, bins, len(edges) - 1)}
         ens.manifest = manifest
+        err = ens.total_error(spread, data.n_epochs)
+        manifest["error_bins"]["coverage_oof"] = [
+            coverage(served_oof[bins == i] - data.y[bins == i], err[bins == i])
+            if (bins == i).any() else None for i in range(len(edges) - 1)]
+        write_json(manifest, out_dir / kind / MANIFEST)
         test = load_training_set(processed, kind, part="test")
-        m = {"n_members": len(manifest["members"]), "n_stars": len(data),
+        m = {"n_members": len(manifest["members"]), "n_stars": int(own.sum()),
              "in_sample": {k: v for k, v in fit_m.items() if k != "n"},
              "out_of_fold": {k: v for k, v in oof_m.items() if k != "n"},
              "spread_median": float(np.median(spread)), "residual_sigma": residual_sigma,
              "residual_model": manifest["residual_model"],
+             "error_bins": manifest["error_bins"],
              "spread_p90": float(np.quantile(spread, 0.9))}
-        write_parquet(pd.DataFrame({"source_id": data.source_id, "feh": data.y,
-                                    "feh_pred": mean, "feh_spread": spread,
-                                    "feh_error": ens.total_error(spread, data.n_epochs)}),
+        write_parquet(pd.DataFrame({"source_id": data.source_id, "copy": data.copy,
+                                    "feh": data.y, "n_epochs": data.n_epochs,
+                                    "network_pred": mean, "feh_spread": spread,
+                                    "feh_error": err}),
                       out_dir / kind / "training_predictions.parquet")
         if len(test):
             m_test, table = evaluate_test(ens, test)

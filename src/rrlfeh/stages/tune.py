@@ -76,7 +76,9 @@ def tune_one(job: TuneJob) -> dict[str, Any]:
 
     t0 = time.monotonic()
     seed_everything(job.seed, job.deterministic)
-    data = load_training_set(job.data_path, job.kind)
+    # the search runs on the stars' own curves (sparse copies would multiply its cost; crossval
+    # trains the chosen network on them)
+    data = load_training_set(job.data_path, job.kind).originals()
     tr_idx, va_idx = stratified_split(data.strata, job.validation_fraction, job.seed)
     tr, va = data.subset(tr_idx), data.subset(va_idx)
     hypermodel = GRUHyperModel(data.input_shape, NetworkSpec.from_params(job.base), job.space)

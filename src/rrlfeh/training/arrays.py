@@ -2,6 +2,9 @@
 
 The file holds the training stars and the test split (`is_test`); `load_training_set` gives the
 training part unless asked otherwise, so a search or K-fold cannot see a test star by accident.
+Rows with `copy` > 0 are sparse copies of a training star (random subsets of its epochs,
+`rrlfeh.preprocess.augment`): same source_id and label, their weights shared with the star's
+own row; `originals()` drops them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class TrainingSet:
     phi31: np.ndarray | None = None
     r21: np.ndarray | None = None
     phi31_error: np.ndarray | None = None
+    amplitude: np.ndarray | None = None  # peak-to-peak of the smooth curve (mag)
+    copy: np.ndarray | None = None       # 0: the star's own curve; k > 0: its k-th sparse copy
 
     def __len__(self) -> int:
         return len(self.y)
@@ -48,7 +53,17 @@ class TrainingSet:
         return TrainingSet(self.kind, self.X[index], self.y[index], self.weights[index],
                            self.strata[index], self.source_id[index], self.n_epochs[index],
                            self.period[index], self.is_test[index], self.channels,
-                           pick(self.phi31), pick(self.r21), pick(self.phi31_error))
+                           pick(self.phi31), pick(self.r21), pick(self.phi31_error),
+                           pick(self.amplitude), pick(self.copy))
+
+    @property
+    def is_copy(self) -> np.ndarray:
+        """True for the rows that are sparse copies of a star (not its own full curve)."""
+        return np.zeros(len(self), bool) if self.copy is None else self.copy > 0
+
+    def originals(self) -> TrainingSet:
+        """The stars' own curves only (no sparse copies): what Table 1 and the line are on."""
+        return self if not self.is_copy.any() else self.subset(np.flatnonzero(~self.is_copy))
 
 
 PARTS = ("train", "test", "all")
@@ -75,6 +90,9 @@ def load_training_set(path: str | Path, kind: str | None = None,
                     else ("standardised_mag", "phase_x_period_d"))
         star = {k: d[f"star_{k}"].astype(float) if f"star_{k}" in d.files else None
                 for k in ("phi31", "r21", "phi31_error")}
+        star["amplitude"] = d["amplitude"].astype(float) if "amplitude" in d.files else None
+        star["copy"] = (d["copy"].astype(int) if "copy" in d.files
+                        else np.zeros(len(d["y"]), int))
     x, y, w = arrays["X"], arrays["y"], arrays["weights"]
     if x.ndim != 3 or len(x) != len(y) or len(w) != len(y):
         raise ValueError(f"{path}: X {x.shape}, y {y.shape}, weights {w.shape} do not match")

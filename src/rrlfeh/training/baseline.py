@@ -61,14 +61,22 @@ class LinearRelation:
         return self.coef_[0] + features @ self.coef_[1:]
 
 
+def _own(data) -> np.ndarray:
+    """True for the stars' own curves (not sparse copies) of a TrainingSet."""
+    return ~np.asarray(getattr(data, "is_copy", np.zeros(len(data), bool)), bool)
+
+
 def relation_oof(data, form: str, folds: Sequence[tuple[int, np.ndarray, np.ndarray]]
                  ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Out-of-fold predictions of `form` (mean over repeats) and each fold's validation
-    predictions; folds are (repeat, train index, validation index)."""
-    f = relation_features(data, form)
+    """Out-of-fold predictions of `form` (mean over repeats) for every row and each fold's
+    validation predictions; folds are (repeat, train index, validation index). The relation is
+    fitted on the stars' own curves of the training part (the line a user fits), never on the
+    sparse copies."""
+    f, own = relation_features(data, form), _own(data)
     n_repeats = max(r for r, _, _ in folds)
     oof, per_fold = np.zeros((n_repeats, len(data))), []
     for r, tr, va in folds:
+        tr = tr[own[tr]]
         pred = LinearRelation().fit(f[tr], data.y[tr]).predict(f[va])
         oof[r - 1, va] = pred
         per_fold.append(pred)
@@ -81,12 +89,14 @@ def rmse(y: np.ndarray, pred: np.ndarray) -> float:
 
 def choose_relation(data, folds: Sequence[tuple[int, np.ndarray, np.ndarray]]
                     ) -> dict[str, Any]:
-    """The relation form with the lowest out-of-fold RMSE on the training folds, refitted on all
-    training stars: {form, features, coef, oof (predictions), per_fold, rmse_by_form}."""
+    """The relation form with the lowest out-of-fold RMSE on the training folds (the stars' own
+    curves), refitted on all training stars: {form, features, coef, oof (predictions of every
+    row), per_fold, rmse_by_form}."""
+    own = _own(data)
     scored = {form: relation_oof(data, form, folds) for form in forms_for(data)}
-    by_form = {form: rmse(data.y, oof) for form, (oof, _) in scored.items()}
+    by_form = {form: rmse(data.y[own], oof[own]) for form, (oof, _) in scored.items()}
     best = min(by_form, key=by_form.get)
-    fit = LinearRelation().fit(relation_features(data, best), data.y)
+    fit = LinearRelation().fit(relation_features(data, best)[own], data.y[own])
     return {"form": best, "features": list(FORMS[best]),
             "coef": [float(c) for c in fit.coef_], "oof": scored[best][0],
             "per_fold": scored[best][1], "rmse_by_form": by_form}

@@ -106,12 +106,18 @@ class Ensemble:
     def total_error(self, spread: np.ndarray,
                     n_epochs: np.ndarray | None = None) -> np.ndarray:
         """Per-star [Fe/H] error: the spread and the residual scatter of the out-of-fold
-        predictions that the spread does not explain, in quadrature. The residual part falls
+        predictions that the spread does not explain, in quadrature: per bin of epoch counts
+        where the manifest has `error_bins` (`served.residual_sigmas`), else it falls
         with the number of epochs where the manifest has its `residual_model` (see
         `residual_model`) and `n_epochs` is given, else it is the type's `residual_sigma`."""
         spread = np.asarray(spread, dtype=float)
         rm = self.manifest.get("residual_model")
-        if rm is not None and n_epochs is not None:
+        eb = self.manifest.get("error_bins")
+        if eb is not None and n_epochs is not None:  # calibrated per bin of epoch counts
+            from rrlfeh.training.served import bin_index
+
+            var = np.asarray(eb["sigma"], float)[bin_index(n_epochs, eb["edges"])] ** 2
+        elif rm is not None and n_epochs is not None:
             n = np.maximum(np.asarray(n_epochs, dtype=float), 1.0)
             var = rm["floor"] ** 2 + rm["scale"] ** 2 * rm["pivot"] / n
         else:

@@ -84,6 +84,37 @@ def stratified_folds(strata: np.ndarray, n_splits: int, n_repeats: int,
     return out
 
 
+def _rows_of(data: TrainingSet, star_ids: np.ndarray, originals_only: bool) -> np.ndarray:
+    """Row indices of the stars `star_ids` in `data`: their own curves and their sparse copies
+    (only their own curves with `originals_only`)."""
+    rows = np.isin(data.source_id, star_ids)
+    return np.flatnonzero(rows & ~data.is_copy if originals_only else rows)
+
+
+def star_folds(data: TrainingSet, n_splits: int, n_repeats: int, seed: int, *,
+               originals_only: bool = False) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """`stratified_folds` of the stars (their own curves), each star's sparse copies in its
+    star's part: a copy never sits on the other side of a fold from its star. Indices are rows
+    of `data`; without copies the folds are exactly `stratified_folds(data.strata, ...)`."""
+    own = np.flatnonzero(~data.is_copy)
+    folds = stratified_folds(data.strata[own], n_splits, n_repeats, seed)
+    if not data.is_copy.any():
+        return folds
+    ids = data.source_id[own]
+    return [(r, k, _rows_of(data, ids[tr], originals_only), _rows_of(data, ids[va], originals_only))
+            for r, k, tr, va in folds]
+
+
+def split_by_star(data: TrainingSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`stratified_split` of the stars, each star's copies with it (rows of `data`)."""
+    own = np.flatnonzero(~data.is_copy)
+    tr, va = stratified_split(data.strata[own], fraction, seed)
+    if not data.is_copy.any():
+        return tr, va
+    ids = data.source_id[own]
+    return _rows_of(data, ids[tr], False), _rows_of(data, ids[va], False)
+
+
 @dataclass(frozen=True)
 class FoldJob:
     """Everything a worker needs to fit one fold (picklable)."""
@@ -150,7 +181,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
     seed_everything(job.seed, job.fit.deterministic)
     data = first_channels(load_training_set(job.data_path, job.kind), job.n_channels)
     tr, va = data.subset(job.train_index), data.subset(job.val_index)
-    fit_idx, stop_idx = stratified_split(tr.strata, job.fit.stop_fraction, job.seed)
+    fit_idx, stop_idx = split_by_star(tr, job.fit.stop_fraction, job.seed)
     fit_part, stop_on = tr.subset(fit_idx), tr.subset(stop_idx)
     spec = NetworkSpec.from_params(job.spec)
     mlflow.set_tracking_uri(job.tracking.uri)
@@ -164,6 +195,7 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
         mlflow.log_params({**flatten(spec.as_dict(), "model."), **flatten(asdict(job.fit), "fit."),
                            "repeat": job.repeat, "fold": job.fold, "seed": job.seed,
                            "n_train": len(tr), "n_val": len(va), "n_fit": len(fit_part),
+                           "n_train_copies": int(tr.is_copy.sum()),
                            "n_stop": len(stop_on), "n_channels": data.input_shape[1]})
         log_data_inputs([job.data_path])
         model = build_model(data.input_shape, spec)
@@ -188,8 +220,11 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
         if not (np.isfinite(pred_tr).all() and np.isfinite(pred_va).all()):
             raise FloatingPointError(f"{label}: the fit diverged (non-finite predictions); "
                                      "lower the learning rate")
-        m_tr = regression_metrics(tr.y, pred_tr, tr.weights)
-        m_va = regression_metrics(va.y, pred_va, va.weights)
+        # Table-1 figures on the stars' own curves; the copies' predictions are kept for the
+        # per-epoch-count stack and the uncertainties (crossval)
+        own_tr, own_va = ~tr.is_copy, ~va.is_copy
+        m_tr = regression_metrics(tr.y[own_tr], pred_tr[own_tr], tr.weights[own_tr])
+        m_va = regression_metrics(va.y[own_va], pred_va[own_va], va.weights[own_va])
         val_loss = np.asarray(history["stop_loss"])
         best_epoch = int(np.nanargmin(val_loss)) + 1
         stopped_by = ("time_budget" if clock.stopped else "early_stopping"

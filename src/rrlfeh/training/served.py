@@ -1,0 +1,221 @@
+"""What is served, by the number of epochs of a curve: w·network + (1 − w)·relation per bin of
+epoch counts, all chosen out of fold.
+
+On full curves the labels are a line in P and φ31, so the line is hard to beat there; on sparse
+curves φ31 of 15-25 epochs is noisy and the line fails, while a network trained on sparse copies
+(`rrlfeh.preprocess.augment`), or a plane refitted on the curves of that many epochs (with R21
+and the amplitude, its inputs clipped to the full curves' range), does better. So each bin of
+epoch counts gets its own choice: the relation (the full curves' line, or the bin's plane) and
+the network's weight w, whichever has the lowest out-of-fold RMSE on the bin's curves (stars'
+own curves and copies alike). A final guard keeps the served model no worse than the line on
+the stars' own curves out of fold, the gate's comparison.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rrlfeh.training.baseline import STACK_STEP, LinearRelation, relation_predict, rmse
+
+MIN_BIN_ROWS = 30       # fewer curves in a bin: merged into the next denser bin
+EXTRA_FEATURES = ("r21", "amplitude")  # the bin planes' inputs beside the line's
+CLIP_QUANTILES = (0.005, 0.995)        # the bin planes' inputs clipped to the full curves' range
+OPEN_END = 1.0e6  # the last bin's upper edge in epochs (a finite number: JSON has no infinity)
+
+
+def epoch_edges(sizes: Sequence[int]) -> list[float]:
+    """Bin edges in epoch counts, midway between the sparse copies' sizes (the last one 5 above
+    the largest): [0, 17.5, 22.5, 27.5, 35, 45, OPEN_END] for sizes 15-40; [0, OPEN_END]
+    without copies."""
+    s = sorted({int(n) for n in sizes})
+    if not s:
+        return [0.0, OPEN_END]
+    return [0.0, *[(a + b) / 2 for a, b in zip(s, s[1:], strict=False)], s[-1] + 5.0, OPEN_END]
+
+
+def bin_index(n_epochs: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """The bin of each epoch count (bin i holds edges[i] <= n < edges[i + 1])."""
+    e = np.asarray(edges, float)
+    return np.clip(np.searchsorted(e, np.asarray(n_epochs, float), side="right") - 1, 0,
+                   len(e) - 2)
+
+
+def merge_sparse_bins(edges: Sequence[float], n_epochs: np.ndarray,
+                      min_rows: int = MIN_BIN_ROWS) -> list[float]:
+    """`edges` with bins of fewer than `min_rows` curves merged into their denser neighbour."""
+    edges = list(edges)
+    while len(edges) > 2:
+        counts = np.bincount(bin_index(n_epochs, edges), minlength=len(edges) - 1)
+        low = [i for i, c in enumerate(counts) if c < min_rows]
+        if not low:
+            break
+        i = low[0]
+        edges.pop(i + 1 if i < len(counts) - 1 else i)  # drop the edge to its neighbour
+    return edges
+
+
+def features_of(values: Mapping[str, np.ndarray], features: Sequence[str],
+                clip: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+    """(N, k) matrix of per-star values by name, each clipped to its [lo, hi] when given."""
+    f = np.column_stack([np.asarray(values[c], float) for c in features])
+    if clip is not None:
+        lo, hi = np.asarray(clip, float).T
+        f = np.clip(f, lo, hi)
+    return f
+
+
+def training_values(data) -> dict[str, np.ndarray]:
+    """The relations' inputs of a TrainingSet by name."""
+    return {"period": data.period, "phi31": data.phi31, "r21": data.r21,
+            "amplitude": data.amplitude}
+
+
+def _bin_plane_oof(data, features: Sequence[str], clip, folds, b: np.ndarray,
+                   n_bins: int) -> np.ndarray:
+    """Out-of-fold predictions of each bin's plane (mean over repeats; NaN where a fold's
+    training part had too few curves of the bin)."""
+    f, y = features_of(training_values(data), features, clip), data.y
+    n_repeats = max(r for r, _, _ in folds)
+    oof = np.full((n_repeats, len(data)), np.nan)
+    for r, tr, va in folds:
+        for i in range(n_bins):
+            fit, apply = tr[b[tr] == i], va[b[va] == i]
+            if len(fit) >= max(MIN_BIN_ROWS // 2, f.shape[1] + 5) and len(apply):
+                oof[r - 1, apply] = LinearRelation().fit(f[fit], y[fit]).predict(f[apply])
+    with warnings.catch_warnings():  # a row no repeat could fit stays NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(oof, axis=0)
+
+
+def _best_weight(y: np.ndarray, net: np.ndarray, rel: np.ndarray) -> tuple[float, float]:
+    """(w, RMSE) of the best w·net + (1 − w)·rel on the grid."""
+    grid = np.round(np.arange(0.0, 1.0 + STACK_STEP / 2, STACK_STEP), 10)
+    scores = [rmse(y, w * net + (1 - w) * rel) for w in grid]
+    i = int(np.argmin(scores))
+    return float(grid[i]), float(scores[i])
+
+
+def choose_served(data, network_oof: np.ndarray, line_oof: np.ndarray,
+                  folds: Sequence[tuple[int, np.ndarray, np.ndarray]], edges: Sequence[float],
+                  line: Mapping[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+    """Per bin of epoch counts, the relation ('line' or 'plane') and the network's weight with
+    the lowest out-of-fold RMSE, the planes refitted on all training curves of their bin; returns
+    the `stack` description and the served out-of-fold prediction of every row."""
+    own = ~data.is_copy
+    edges = merge_sparse_bins(edges, data.n_epochs)
+    b, n_bins = bin_index(data.n_epochs, edges), len(edges) - 1
+    features = list(dict.fromkeys([*line["features"], *EXTRA_FEATURES]))
+    vals = training_values(data)
+    clip = [[float(v) for v in np.quantile(np.asarray(vals[c], float)[own], CLIP_QUANTILES)]
+            for c in features]
+    plane_oof = _bin_plane_oof(data, features, clip, folds, b, n_bins)
+    served, bins = np.empty(len(data)), []
+    for i in range(n_bins):
+        rows = b == i
+        y, net = data.y[rows], network_oof[rows]
+        options = {"line": line_oof[rows]}
+        if np.isfinite(plane_oof[rows]).all():
+            options["plane"] = plane_oof[rows]
+        scored = {k: _best_weight(y, net, rel) for k, rel in options.items()}
+        kind = min(scored, key=lambda k: scored[k][1])
+        w, best = scored[kind]
+        # the guard: on the stars' own curves of the bin, never worse than the line
+        mine = own[rows]
+        pred = w * net + (1 - w) * options[kind]
+        if mine.any() and rmse(y[mine], pred[mine]) > rmse(y[mine], options["line"][mine]):
+            kind = "line"
+            w, _ = _best_weight(y[mine], net[mine], options["line"][mine])
+            pred = w * net + (1 - w) * options["line"]
+            best = rmse(y, pred)
+        served[rows] = pred
+        entry = {"lo": edges[i], "hi": edges[i + 1], "n_curves": int(rows.sum()),
+                 "n_own": int(mine.sum()), "relation": kind, "weight": w, "oof_rmse": best,
+                 "network_oof_rmse": rmse(y, net), "line_oof_rmse": rmse(y, line_oof[rows]),
+                 "plane_oof_rmse": (rmse(y, options["plane"]) if "plane" in options
+                                    else None)}
+        if kind == "plane":
+            f = features_of(vals, features, clip)
+            entry["coef"] = [float(c) for c in LinearRelation().fit(
+                f[rows], data.y[rows]).coef_]
+        bins.append(entry)
+    stack = {"edges": [float(e) for e in edges], "bins": bins, "features": features,
+             "clip": clip}
+    return stack, served
+
+
+def served_predict(stack: Mapping[str, Any], line: Mapping[str, Any], network: np.ndarray,
+                   values: Mapping[str, np.ndarray], n_epochs: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(served [Fe/H], the network's weight) of each curve: its bin's choice of stack.
+    A stack without bins (older models) is one weight over all curves."""
+    network = np.asarray(network, float)
+    line_pred = relation_predict(line, values)
+    if "bins" not in stack:
+        w = np.full(len(network), float(stack["weight"]))
+        return w * network + (1 - w) * line_pred, w
+    b = bin_index(n_epochs, stack["edges"])
+    w = np.array([stack["bins"][i]["weight"] for i in range(len(stack["bins"]))])[b]
+    rel = line_pred.copy()
+    f = features_of(values, stack["features"], stack["clip"])
+    for i, entry in enumerate(stack["bins"]):
+        rows = (b == i) & (entry["relation"] == "plane")
+        if rows.any():
+            coef = np.asarray(entry["coef"], float)
+            rel[rows] = coef[0] + f[rows] @ coef[1:]
+    return w * network + (1 - w) * rel, w
+
+
+def relation_alone(stack: Mapping[str, Any], line: Mapping[str, Any],
+                   values: Mapping[str, np.ndarray], n_epochs: np.ndarray) -> np.ndarray:
+    """The relation side of each curve's bin alone (w = 0): for curves the network cannot take."""
+    pred, _ = served_predict({**stack, "bins": [{**e, "weight": 0.0} for e in stack["bins"]]}
+                             if "bins" in stack else {"weight": 0.0}, line,
+                             np.zeros(len(n_epochs)), values, n_epochs)
+    return pred
+
+
+def describe(stack: Mapping[str, Any]) -> str:
+    """One line per bin: epochs, what is served, its out-of-fold RMSE against the line's."""
+    def part(e: Mapping[str, Any]) -> str:
+        rel = "line" if e["relation"] == "line" else "bin plane"
+        what = ("network" if e["weight"] == 1 else rel if e["weight"] == 0
+                else f"{e['weight']:.2f} network + {1 - e['weight']:.2f} {rel}")
+        hi = "" if e["hi"] >= OPEN_END else f"{e['hi']:g}"
+        return (f"{e['lo']:g}-{hi} epochs: {what} (RMSE {e['oof_rmse']:.3f}, line "
+                f"{e['line_oof_rmse']:.3f}, {e['n_curves']} curves)")
+    return "; ".join(part(e) for e in stack.get("bins", []))
+
+
+ONE_SIGMA = 0.6827  # the share of a normal distribution within ±1σ
+
+
+def residual_sigmas(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray, n_bins: int,
+                    target: float = ONE_SIGMA) -> list[float]:
+    """Per bin, the residual scatter r added in quadrature to the members' spread so that
+    `target` of the bin's out-of-fold residuals lie within ±sqrt(spread² + r²): a conformal
+    calibration of `feh_std` per number of epochs (0 where the spread alone covers them)."""
+    out = []
+    for i in range(n_bins):
+        rows = bins == i
+        res, sp = np.abs(np.asarray(residual)[rows]), np.asarray(spread)[rows]
+        if not rows.any():
+            out.append(float("nan"))
+            continue
+        lo, hi = 0.0, float(np.max(res)) + 1.0
+        if np.mean(res <= sp) >= target:
+            out.append(0.0)
+            continue
+        for _ in range(60):  # bisection: coverage grows with r
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if np.mean(res <= np.hypot(sp, mid)) < target else (lo, mid)
+        out.append(hi)
+    # a bin without curves takes its neighbour's (the nearest denser one)
+    filled = np.asarray(out, float)
+    for i in range(n_bins - 1, -1, -1):
+        if not np.isfinite(filled[i]):
+            filled[i] = filled[i + 1] if i + 1 < n_bins else np.nanmax(filled)
+    return [float(v) for v in filled]

@@ -1,0 +1,224 @@
+"""Training on sparse copies: the copies themselves, folds by star, the stack per number of
+epochs and the uncertainty calibrated per bin, each against an independent computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rrlfeh.preprocess.augment import (
+    AugmentSettings,
+    append_copies,
+    copy_sizes,
+    copy_weights,
+    sparse_copies,
+)
+from rrlfeh.training.arrays import TrainingSet
+from rrlfeh.training.kfold import split_by_star, star_folds, stratified_folds
+from rrlfeh.training.served import (
+    bin_index,
+    choose_served,
+    epoch_edges,
+    residual_sigmas,
+    served_predict,
+)
+
+
+def _epochs(n_stars: int = 6, n_epochs: int = 60, seed: int = 0) -> tuple[pd.DataFrame,
+                                                                          pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_stars):
+        t = np.sort(rng.uniform(0, 1000, n_epochs))
+        for i, ti in enumerate(t):
+            rows.append({"source_id": 100 + s, "transit_id": i, "time": ti,
+                         "mag": 15 + 0.3 * np.sin(2 * np.pi * ti / 0.55), "flux": 1.0,
+                         "flux_error": 0.01, "rejected": i % 10 == 0})
+    epochs = pd.DataFrame(rows)
+    stars = pd.DataFrame({"source_id": 100 + np.arange(n_stars), "period": 0.55,
+                          "epoch_max": 0.1})
+    return epochs, stars
+
+
+def test_copies_are_subsets_of_the_clean_epochs_of_their_star():
+    epochs, stars = _epochs()
+    s = AugmentSettings(n_epochs=(15, 20, 40), copies=4, min_left=5, seed=3)
+    copy_epochs, copies = sparse_copies(epochs, stars, s)
+    assert len(copies) == len(stars) * 4
+    assert (copies["source_id"] < 0).all() and copies["source_id"].is_unique
+    clean = epochs[~epochs["rejected"]]
+    for c in copies.itertuples():
+        mine = copy_epochs[copy_epochs["source_id"] == c.source_id]
+        assert len(mine) == c.n_subset
+        own = clean[clean["source_id"] == c.origin]
+        # every epoch of a copy is a clean epoch of its star, none twice
+        assert set(mine["transit_id"]) <= set(own["transit_id"])
+        assert mine["transit_id"].is_unique
+        assert mine["time"].to_numpy() == pytest.approx(
+            own.set_index("transit_id").loc[mine["transit_id"], "time"].to_numpy())
+    # 4 copies of 3 sizes: every size once, then one again
+    for _, g in copies.groupby("origin"):
+        assert sorted(set(g["n_subset"])) == [15, 20, 40]
+
+
+def test_a_star_gets_only_the_sizes_it_has_epochs_for():
+    rng = np.random.default_rng(0)
+    s = AugmentSettings(n_epochs=(15, 20, 25, 30, 40), copies=5, min_left=5)
+    assert set(copy_sizes(31, s, rng)) == {15, 20, 25}
+    assert copy_sizes(19, s, rng) == []
+    assert copy_sizes(100, AugmentSettings(copies=0), rng) == []
+
+
+def test_copy_weights_share_the_weight_of_their_star():
+    origin = np.array([1, 1, 1, 2, 3, 3])
+    w = copy_weights(origin, np.array([1, 2, 3]), np.array([2.0, 1.0, 4.0]), 0.5)
+    per_star = pd.Series(w).groupby(origin).sum()
+    assert per_star.to_dict() == pytest.approx({1: 1.0, 2: 0.5, 3: 2.0})
+
+
+def test_appended_copies_carry_their_stars_label_and_stratum():
+    arrays = {"source_id": np.array([7, 8, 9]), "y": np.array([-1.0, -1.5, -2.0], np.float32),
+              "weights": np.array([1.0, 2.0, 1.0], np.float32),
+              "strata": np.array([0, 1, -1], np.int16), "is_test": np.array([False, False, True]),
+              "n_epochs": np.array([60, 70, 80])}
+    out = append_copies(arrays, {"n_epochs": np.array([15, 20, 25])}, np.array([8, 7, 8]),
+                        np.array([1, 1, 2]), 1.0, ["n_epochs"])
+    assert out["source_id"].tolist() == [7, 8, 9, 8, 7, 8]
+    assert out["y"][3:].tolist() == [-1.5, -1.0, -1.5]
+    assert out["strata"][3:].tolist() == [1, 0, 1]
+    assert out["copy"].tolist() == [0, 0, 0, 1, 1, 2]
+    assert out["weights"][3:] == pytest.approx([1.0, 1.0, 1.0])
+    assert not out["is_test"][3:].any()
+    with pytest.raises(ValueError, match="not training stars"):
+        append_copies(arrays, {"n_epochs": np.array([15])}, np.array([9]), np.array([1]), 1.0,
+                      ["n_epochs"])
+
+
+def _training_set(n: int = 60, copies: int = 3, seed: int = 1) -> TrainingSet:
+    rng = np.random.default_rng(seed)
+    sid = np.arange(1000, 1000 + n)
+    y = rng.normal(-1.5, 0.4, n)
+    strata = np.digitize(y, np.quantile(y, [0.25, 0.5, 0.75]))
+    rows_sid = np.concatenate([sid, np.repeat(sid, copies)])
+    k = np.concatenate([np.zeros(n, int), np.tile(np.arange(1, copies + 1), n)])
+    yy = np.concatenate([y, np.repeat(y, copies)])
+    m = len(yy)
+    return TrainingSet("RRab", np.zeros((m, 4, 2), np.float32), yy, np.ones(m),
+                       np.concatenate([strata, np.repeat(strata, copies)]), rows_sid,
+                       np.where(k == 0, 60, 15 + 5 * k), np.full(m, 0.6), np.zeros(m, bool),
+                       copy=k)
+
+
+def test_folds_keep_every_copy_with_its_star():
+    data = _training_set()
+    folds = star_folds(data, 5, 2, 42)
+    plain = stratified_folds(data.strata[:60], 5, 2, 42)
+    for (r, k, tr, va), (r0, k0, _tr0, va0) in zip(folds, plain, strict=True):
+        assert (r, k) == (r0, k0)
+        assert set(data.source_id[va]) == set(data.source_id[:60][va0])
+        assert not set(data.source_id[tr]) & set(data.source_id[va])
+        assert len(va) == 4 * len(va0)  # the star and its 3 copies
+    own = star_folds(data, 5, 2, 42, originals_only=True)
+    assert all(not data.is_copy[va].any() and not data.is_copy[tr].any() for *_, tr, va in own)
+    tr, va = split_by_star(data, 0.2, 3)
+    assert not set(data.source_id[tr]) & set(data.source_id[va])
+    assert len(tr) + len(va) == len(data)
+
+
+def test_epoch_bins_lie_between_the_copy_sizes():
+    edges = epoch_edges((15, 20, 25, 30, 40))
+    assert edges[:-1] == [0, 17.5, 22.5, 27.5, 35, 45]
+    assert bin_index(np.array([12, 15, 18, 30, 44, 45, 158]), edges).tolist() == [
+        0, 0, 1, 3, 4, 5, 5]
+
+
+def _sparse_problem(seed: int = 0):
+    """Stars whose label is a line in P and φ31 of the full curve; copies with φ31 measured
+    with a noise that grows as the epochs fall, and a network that knows a little."""
+    rng = np.random.default_rng(seed)
+    n, sizes = 400, (15, 20, 25, 30, 40)
+    period = rng.uniform(0.45, 0.75, n)
+    phi31 = rng.normal(-1.0, 0.25, n)
+    amp = 1.4 - 1.2 * period + rng.normal(0, 0.05, n)
+    y = -1.3 - 3.0 * (period - 0.6) + 1.2 * (phi31 + 1.0) + rng.normal(0, 0.05, n)
+    rows = {"sid": [], "n": [], "p": [], "phi": [], "amp": [], "y": [], "copy": []}
+    for i in range(n):
+        for k, size in enumerate((None, *sizes)):
+            noise = 0.0 if size is None else 2.0 / size
+            rows["sid"].append(i)
+            rows["n"].append(60 if size is None else size)
+            rows["p"].append(period[i])
+            rows["phi"].append(phi31[i] + rng.normal(0, noise))
+            rows["amp"].append(amp[i] + rng.normal(0, noise / 4))
+            rows["y"].append(y[i])
+            rows["copy"].append(k)
+    r = {k: np.asarray(v) for k, v in rows.items()}
+    m = len(r["y"])
+    strata = np.digitize(r["y"], np.quantile(y, [0.25, 0.5, 0.75]))
+    data = TrainingSet("RRab", np.zeros((m, 2, 2), np.float32), r["y"], np.ones(m), strata,
+                       r["sid"], r["n"], r["p"], np.zeros(m, bool), phi31=r["phi"],
+                       r21=np.full(m, 0.5) + rng.normal(0, 0.01, m), amplitude=r["amp"],
+                       copy=r["copy"])
+    network = r["y"] + rng.normal(0, 0.12, m)  # a network as good on every curve
+    return data, network, sizes
+
+
+def _line_oof(data, folds):
+    """The line's out-of-fold predictions, fitted by numpy on the stars' own curves."""
+    oof = np.zeros(len(data))
+    count = np.zeros(len(data))
+    for _, tr, va in folds:
+        tr = tr[~data.is_copy[tr]]
+        a = np.column_stack([np.ones(len(tr)), data.period[tr], data.phi31[tr]])
+        coef = np.linalg.lstsq(a, data.y[tr], rcond=None)[0]
+        oof[va] += coef[0] + coef[1] * data.period[va] + coef[2] * data.phi31[va]
+        count[va] += 1
+    return oof / count
+
+
+def test_served_stack_beats_the_line_on_sparse_curves_and_never_loses_on_full_ones():
+    data, network, sizes = _sparse_problem()
+    folds = [(r, tr, va) for r, _, tr, va in star_folds(data, 5, 1, 42)]
+    line_oof = _line_oof(data, folds)
+    a = np.column_stack([np.ones((~data.is_copy).sum()), data.period[~data.is_copy],
+                         data.phi31[~data.is_copy]])
+    coef = np.linalg.lstsq(a, data.y[~data.is_copy], rcond=None)[0]
+    line = {"features": ["period", "phi31"], "coef": coef.tolist()}
+    stack, served = choose_served(data, network, line_oof, folds, epoch_edges(sizes), line)
+    rmse = lambda rows, pred: float(np.sqrt(np.mean((pred[rows] - data.y[rows]) ** 2)))  # noqa
+    own = ~data.is_copy
+    assert rmse(own, served) <= rmse(own, line_oof) + 1e-12
+    for size in (15, 20, 25):
+        rows = data.n_epochs == size
+        assert rmse(rows, served) < 0.75 * rmse(rows, line_oof)
+    # each bin's served prediction is what its choice says, recomputed here
+    b = np.digitize(data.n_epochs, stack["edges"][1:-1])
+    for i, e in enumerate(stack["bins"]):
+        rows = b == i
+        assert e["n_curves"] == rows.sum()
+        if e["relation"] == "line":
+            expect = e["weight"] * network[rows] + (1 - e["weight"]) * line_oof[rows]
+            assert served[rows] == pytest.approx(expect)
+    # served_predict on the same values applies the final bin planes and weights
+    values = {"period": data.period, "phi31": data.phi31, "r21": data.r21,
+              "amplitude": data.amplitude}
+    pred, w = served_predict(stack, line, network, values, data.n_epochs)
+    for i, e in enumerate(stack["bins"]):
+        assert np.all(w[b == i] == e["weight"])
+    assert rmse(data.n_epochs == 20, pred) < 0.75 * rmse(data.n_epochs == 20, line_oof)
+
+
+def test_residual_sigmas_give_68_percent_within_one_sigma_in_every_bin():
+    rng = np.random.default_rng(5)
+    n = np.repeat([15, 20, 25, 60], 2000)
+    scale = np.select([n == 15, n == 20, n == 25], [0.4, 0.3, 0.2], 0.08)
+    residual = rng.standard_t(5, n.size) * scale
+    spread = np.full(n.size, 0.03)
+    edges = epoch_edges((15, 20, 25))
+    b = bin_index(n, edges)
+    sigma = residual_sigmas(residual, spread, b, len(edges) - 1)
+    total = np.hypot(spread, np.asarray(sigma)[b])
+    for i in range(len(edges) - 1):
+        rows = b == i
+        assert np.mean(np.abs(residual[rows]) <= total[rows]) == pytest.approx(0.6827, abs=0.002)
