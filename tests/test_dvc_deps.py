@@ -25,15 +25,16 @@ from conftest import REPO, clone_project, run, tracked_files
 SRC = REPO / "src"
 PACKAGE = "rrlfeh"
 STAGES = ("acquire", "validate", "preprocess", "tune", "crossval", "reference", "train", "register",
-          "score", "report")
+          "score", "sparse", "report")
 
 # Code a stage runs that no import statement of its own names:
 # - tune.code_digest() reads every rrlfeh/training/*.py as bytes (crossval and reference call
 #   it too), so those stages must depend on the whole folder;
-# - score unpickles the registered champion, and mlflow then imports rrlfeh.serving.pyfunc.
+# - score and sparse unpickle the registered champion, and mlflow then imports
+#   rrlfeh.serving.pyfunc.
 READ_AS_FILES = {"tune": ["src/rrlfeh/training"], "crossval": ["src/rrlfeh/training"],
                  "reference": ["src/rrlfeh/training"]}
-LOADED_BY_NAME = {"score": {"rrlfeh.serving.pyfunc"}}
+LOADED_BY_NAME = {"score": {"rrlfeh.serving.pyfunc"}, "sparse": {"rrlfeh.serving.pyfunc"}}
 
 # Input files named by params, by the stage that reads them. The optional ones are null by
 # default (a null cannot be templated into a DVC dep); set to a path, they must be deps too.
@@ -41,7 +42,7 @@ INPUT_KEYS = {"acquire": ["acquire.files.epochs", "acquire.files.labels", "acqui
               "preprocess": ["preprocess.folded.curves", "preprocess.folded.labels",
                              "preprocess.folded.periods"],
               "register": ["preprocess.folded.curves"], "score": ["preprocess.folded.curves"],
-              "report": ["acquire.files.epochs"]}
+              "sparse": ["acquire.files.epochs"], "report": ["acquire.files.epochs"]}
 
 
 # --------------------------------------------------------------------------------------------

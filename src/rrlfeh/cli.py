@@ -102,6 +102,13 @@ def _score(args: argparse.Namespace) -> None:
               engine=args.engine)
 
 
+def _sparse(args: argparse.Namespace) -> None:
+    from rrlfeh.stages import sparse
+
+    params = config.load_params(args.params)
+    sparse.run(params, Path(args.params).resolve().parent, Path(args.metrics))
+
+
 def _report(args: argparse.Namespace) -> None:
     from rrlfeh.stages import report
 
@@ -145,6 +152,9 @@ STAGES = {
                  "the ensembles as the pyfunc model rrl-feh in the MLflow registry; champion gate"),
     "score": (_score, "reports/score.json",
               "every star of data/raw by models:/rrl-feh@champion -> data/scored/catalogue"),
+    "sparse": (_sparse, "reports/sparse.json",
+               "test stars cut to few epochs, with and without period: champion, P-phi31 line "
+               "and paper's GRU -> reports/sparse.json"),
     "report": (_report, "reports/report.json",
                "Table 1, baselines on the same stars, coverage, error vs epochs -> Markdown"),
 }
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = build_parser().parse_args(argv)
     if args.stage in ("tune", "crossval", "reference", "train", "register", "score",
-                      "predict"):
+                      "sparse", "predict"):
         from rrlfeh.training.runner import quiet_tensorflow
 
         quiet_tensorflow()

@@ -137,23 +137,33 @@ def _usable_epochs(req: Request) -> np.ndarray:
 def _derive(req: Request, out: pd.DataFrame, epoch_max: np.ndarray, status: np.ndarray,
             need: np.ndarray, knobs: Mapping[str, Any], n_jobs: int) -> None:
     """Period, epoch of maximum and type from the light curve where the request lacks them
-    (rrlfeh.lightcurve.derive, the acquire stage's own code and knobs)."""
+    (rrlfeh.lightcurve.derive, the acquire stage's own code and knobs); the stars' BP/RP
+    epochs, where sent, join G in the period search only."""
     from rrlfeh.lightcurve.derive import derive_light_curve_parameters
 
     ids = out["source_id"].to_numpy()[need]
-    e = req.epochs[req.epochs["source_id"].isin(ids)]
-    mag = e["mag"].to_numpy(float)
-    err = e["mag_error"].to_numpy(float)
-    err = np.where(np.isfinite(err) & (err > 0), err, _DEFAULT_MAG_ERROR)
-    with np.errstate(over="ignore", invalid="ignore"):
-        flux = 10.0 ** (-0.4 * (mag - _ZERO_POINT))
-    epochs = pd.DataFrame({"source_id": e["source_id"].to_numpy(np.int64),
-                           "transit_id": np.arange(len(e), dtype=np.int64),
-                           "time": e["time"].to_numpy(float), "mag": mag, "flux": flux,
-                           "flux_error": flux * err / schema.MAG_PER_FLUX,
-                           "rejected": e["rejected"].to_numpy(bool)})
+
+    def as_epochs(e: pd.DataFrame) -> pd.DataFrame:
+        """Request epochs as schema.EPOCHS: a flux from the magnitude, the default error where
+        none was given."""
+        mag = e["mag"].to_numpy(float)
+        err = e["mag_error"].to_numpy(float)
+        err = np.where(np.isfinite(err) & (err > 0), err, _DEFAULT_MAG_ERROR)
+        with np.errstate(over="ignore", invalid="ignore"):
+            flux = 10.0 ** (-0.4 * (mag - _ZERO_POINT))
+        return pd.DataFrame({"source_id": e["source_id"].to_numpy(np.int64),
+                             "transit_id": np.arange(len(e), dtype=np.int64),
+                             "time": e["time"].to_numpy(float), "mag": mag, "flux": flux,
+                             "flux_error": flux * err / schema.MAG_PER_FLUX,
+                             "rejected": e["rejected"].to_numpy(bool)})
+
+    epochs = as_epochs(req.epochs[req.epochs["source_id"].isin(ids)])
+    bands = None
+    if req.bands is not None:
+        b = req.bands[req.bands["source_id"].isin(ids)]
+        bands = as_epochs(b).assign(band=b["band"].to_numpy()) if len(b) else None
     kw = {k: v for k, v in knobs.items() if k != "n_jobs"}
-    derived = derive_light_curve_parameters(epochs, n_jobs=max(1, n_jobs), **kw)
+    derived = derive_light_curve_parameters(epochs, bands=bands, n_jobs=max(1, n_jobs), **kw)
     derived = derived.set_index("source_id").reindex(ids)
     rows = np.flatnonzero(need)
     ok = derived["fit_ok"].fillna(False).to_numpy(bool)
@@ -183,8 +193,8 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
         preprocess_folded,
         preprocess_light_curves,
     )
-    from rrlfeh.preprocess.network_input import star_values
-    from rrlfeh.training.baseline import combine, relation_predict
+    from rrlfeh.preprocess.network_input import relation_values, star_values
+    from rrlfeh.training.served import served_predict
 
     s = model.settings["preprocess"]
     ids = out["source_id"].to_numpy(np.int64)[rows]
@@ -214,12 +224,10 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
         return
     mean, spread = ens.predict(network_input(pc, ens.manifest.get("channels", CHANNELS)),
                                batch_size=int(model.settings["batch_size"]), fused=True)
-    if "stack" in ens.manifest:  # what the gate chose: network, relation or their stack
-        weight = float(ens.manifest["stack"]["weight"])
-        values = star_values(pc)
-        relation = relation_predict(ens.manifest["relation"],
-                                    {"period": values["period_d"], **values})
-        mean, spread = combine(mean, relation, weight), weight * spread
+    if "stack" in ens.manifest:  # what the gate chose, per bin of epoch counts
+        mean, weight = served_predict(ens.manifest["stack"], ens.manifest["relation"], mean,
+                                      relation_values(star_values(pc)), pc.n_epochs)
+        spread = weight * spread
     at = where.reindex(pc.source_id).to_numpy()
     out.loc[at, "feh"] = mean
     out.loc[at, "feh_spread"] = spread
@@ -242,7 +250,7 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
     from rrlfeh.lightcurve.features import star_features
     from rrlfeh.preprocess.curves import MAG_LIMITS
     from rrlfeh.preprocess.network_input import centred_phi31
-    from rrlfeh.training.baseline import relation_predict
+    from rrlfeh.training.served import relation_alone
 
     for sid, reason in zip(rej["source_id"].tolist(), rej["reason"].astype(str), strict=True):
         if not all(part.startswith(COVERAGE_REASONS) for part in reason.split("; ")):
@@ -256,13 +264,15 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
         f = star_features(t[use], mag[use], mine["mag_error"].to_numpy(float)[use], period,
                           **fourier)
         values = {"period": np.array([period]), "phi31": centred_phi31([f["phi31"]]),
-                  "r21": np.array([f["r21"]])}
-        feh = float(relation_predict(ens.manifest["relation"], values)[0])
+                  "r21": np.array([f["r21"]]), "amplitude": np.array([f["amplitude"]])}
+        n = int(use.sum())
+        # the relation side of the star's bin of epoch counts (the line, or the bin's plane)
+        feh = float(relation_alone(ens.manifest.get("stack", {"weight": 0.0}),
+                                   ens.manifest["relation"], values, np.array([n]))[0])
         if not np.isfinite(feh):
             continue
         status[row] = ""
         notes[row] = f"{reason}: no curve for the network, [Fe/H] from the classical relation alone"
-        n = int(use.sum())
         out.loc[row, ["feh", "feh_spread", "n_epochs"]] = [feh, 0.0, n]
         out.loc[row, "feh_std"] = float(ens.total_error(np.zeros(1), np.array([n]))[0])
 

@@ -88,7 +88,9 @@ def type_report(kind: str, root: Path, params: Mapping[str, Any],
     if not folds_json.exists() or not (final / "manifest.json").exists():
         crossval = json.loads((root / "reports/crossval.json").read_text()).get(kind, {})
         return {"skipped": crossval.get("skipped", "no K-fold models")}
-    train, test = load_training_set(npz, kind), load_training_set(npz, kind, part="test")
+    # Table 1 is on the stars' own curves (the sparse copies are in the sparse-curve section)
+    train = load_training_set(npz, kind).originals()
+    test = load_training_set(npz, kind, part="test")
     folds = stratified_folds(train.strata, int(budget["n_splits"]), int(budget["n_repeats"]),
                              int(cv["seed"]))
     cv_metrics = json.loads(folds_json.read_text())["metrics"]
@@ -105,6 +107,8 @@ def type_report(kind: str, root: Path, params: Mapping[str, Any],
     tp_path = final / "test_predictions.parquet"
     tp = pd.read_parquet(tp_path) if tp_path.exists() else None
     oof = pd.read_parquet(root / cv["out_dir"] / kind / "predictions.parquet")
+    if "copy" in oof:
+        oof = oof[oof["copy"] == 0].reset_index(drop=True)
     manifest = json.loads((final / "manifest.json").read_text())
     stack = cv_metrics["stack"]
     served = {"name": f"**served model** ({_served_text(stack)})",
@@ -158,6 +162,8 @@ def type_report(kind: str, root: Path, params: Mapping[str, Any],
 
 def _served_text(stack: Mapping[str, Any]) -> str:
     """What the gate serves, in words."""
+    if "bins" in stack and stack["served"] == "stack":
+        return "network and relation weighed per number of epochs"
     return {"network": "the network alone", "relation": "the classical relation alone",
             "stack": f"{stack['weight']:.2f} × network + {1 - stack['weight']:.2f} × relation"
             }[stack["served"]]
@@ -167,18 +173,23 @@ def served_folds(train, oof: pd.DataFrame, manifest: Mapping[str, Any],
                  folds: Sequence[tuple[int, int, np.ndarray, np.ndarray]]
                  ) -> dict[str, dict[str, float]]:
     """K-fold figures of the served stack: per fold, the network's validation predictions of
-    that repeat combined with the relation fitted on the fold's training part."""
-    from rrlfeh.training.baseline import LinearRelation, combine, relation_features
+    that repeat combined as served with the line fitted on the fold's training part (the bins'
+    planes, where a bin of full curves serves one, are the final fits)."""
+    from rrlfeh.training.baseline import LinearRelation, relation_features
     from rrlfeh.training.metrics import aggregate, regression_metrics
+    from rrlfeh.training.served import served_predict, training_values
 
-    f = relation_features(train, manifest["relation"]["form"])
-    w = float(manifest["stack"]["weight"])
+    form = manifest["relation"]["form"]
+    f = relation_features(train, form)
     per_fold = []
     for rep, _, tr, va in folds:
-        rel = LinearRelation().fit(f[tr], train.y[tr]).predict(f[va])
+        line = {"features": manifest["relation"]["features"],
+                "coef": LinearRelation().fit(f[tr], train.y[tr]).coef_.tolist()}
         net = oof[f"pred_oof_r{rep}"].to_numpy()[va]
-        per_fold.append(regression_metrics(train.y[va], combine(net, rel, w),
-                                           train.weights[va]))
+        vals = {k: np.asarray(v)[va] for k, v in training_values(train).items()
+                if v is not None}
+        pred, _ = served_predict(manifest["stack"], line, net, vals, train.n_epochs[va])
+        per_fold.append(regression_metrics(train.y[va], pred, train.weights[va]))
     return aggregate(per_fold)
 
 
@@ -296,6 +307,23 @@ def _table1_row(row: Mapping[str, Any]) -> str:
             f"{_cell(te.get('wrmse'))} | {_cell(te.get('rmse'))} | {_cell(te.get('mae'))} |")
 
 
+def _stack_table(stack: Mapping[str, Any]) -> list[str]:
+    """The served stack per bin of epoch counts as markdown rows (out-of-fold RMSE)."""
+    if "bins" not in stack:
+        return [stack["reason"] + "."]
+    rows = ["| epochs | curves (own) | served | out-of-fold RMSE | network | line | bin plane |",
+            "|---|---|---|---|---|---|---|"]
+    for e in stack["bins"]:
+        hi = "" if e["hi"] >= 1e6 else f"{e['hi']:g}"
+        rel = "line" if e["relation"] == "line" else "bin plane"
+        what = (f"{e['weight']:.2f} network + {1 - e['weight']:.2f} {rel}"
+                if 0 < e["weight"] < 1 else "network" if e["weight"] == 1 else rel)
+        rows.append(f"| {e['lo']:g}–{hi} | {e['n_curves']} ({e['n_own']}) | {what} | "
+                    f"{e['oof_rmse']:.3f} | {e['network_oof_rmse']:.3f} | "
+                    f"{e['line_oof_rmse']:.3f} | {_cell(e.get('plane_oof_rmse'))} |")
+    return rows
+
+
 def _relation_text(rel: Mapping[str, Any]) -> str:
     """a + b·P + c·φ31 ... with the fitted numbers (φ31 centred as the network sees it)."""
     names = {"period": "P", "phi31": "(φ31 − 3.3)", "r21": "R21"}
@@ -304,10 +332,49 @@ def _relation_text(rel: Mapping[str, Any]) -> str:
                                    for v, f in zip(c[1:], rel["features"], strict=True))
 
 
+def _sparse_metrics(root: Path, md_path: Path) -> dict[str, Any] | None:
+    """reports/sparse.json (stage `sparse`) with its figure's path from the page; None when
+    the stage has not run."""
+    path = root / "reports" / "sparse.json"
+    if not path.exists():
+        return None
+    sparse = json.loads(path.read_text())
+    sparse["figure"] = os.path.relpath(root / sparse["settings"]["figure"], md_path.parent)
+    return sparse
+
+
+def _sparse_section(kind: str, sparse: Mapping[str, Any]) -> list[str]:
+    """The type's "Sparse curves" table: RMSE per N, mode and model (stage `sparse`)."""
+    from rrlfeh.sparse import cut_labels, report_table
+
+    s = sparse["settings"]
+    md = ["### Sparse curves (stage `sparse`)", ""]
+    t = sparse.get(kind)
+    if not t or not any(m in t for m in ("with_period", "without_period")):
+        return md + [f"No test star with ≥ {s['min_epochs']} clean G epochs.", ""]
+    first = next(iter(t.get("with_period") or t["without_period"]))
+    n_stars = (t.get("with_period") or t["without_period"])[first]["n_stars"]
+    md += [f"{n_stars} of {t['n_test_stars']} test stars have ≥ {s['min_epochs']} clean G "
+           f"epochs: each is cut to N of them ({s['n_draws']} random draws per N) and kept in "
+           "full, and every subset is scored with the catalogue period, epoch of maximum and "
+           "type (P given) and without them (no P: the model derives them; BP/RP epochs: "
+           f"{s['bands']}). RMSE against the label; scored: the champion's share of the "
+           "subsets (a subset not scored counts against it), the others' in parentheses where "
+           "below 100 %. The line: [Fe/H] = a + b·P + c·φ31 fitted on the training stars, at "
+           "the φ31 of each subset's own Fourier fit (no P: at the champion's derived period). "
+           "The paper's GRU: stage `reference`'s fold models through the same scoring path ("
+           f"modes {', '.join(m.replace('_', ' ') for m in s['paper_gru_modes'])}: "
+           "`sparse.paper_gru_modes`). ±1σ / ±2σ: the champion's residuals within 1 and 2 "
+           "feh_std (Gaussian 68 % / 95 %).", "",
+           _frame_md(report_table(t, cut_labels(s["n_epochs"]))), ""]
+    return md
+
+
 def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
            catalogue: Mapping[str, Any], figures: Mapping[str, str], context: str,
-           peer: Mapping[str, Any] | None = None) -> str:
-    """The Markdown page."""
+           peer: Mapping[str, Any] | None = None,
+           sparse: Mapping[str, Any] | None = None) -> str:
+    """The Markdown page (`sparse`: reports/sparse.json with the figure's path from the page)."""
     md = [f"# rrlfeh report: {name}", "", context, ""]
     if peer is not None:
         md += ["## Against the peer model, star by star", "",
@@ -336,10 +403,13 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
         for row in [t["served"], t["network"], t["relation"], t["paper_gru"]]:
             md.append(_table1_row(row))
         st = t["stack"]
-        md += ["", "**What the gate chose** (`register`): " + st["reason"] + ". The weight of "
-               "the network is chosen on the out-of-fold predictions of the training stars, so "
-               "the served model is never worse than the relation there; the registered "
-               "version's tags say which model it is and why.", "",
+        md += ["", "**What the gate chose** (`register`), per number of epochs of a curve: in "
+               "each bin the relation (the full curves' line, or a plane in P, φ31, R21 and the "
+               "amplitude refitted on the curves of that many epochs, sparse copies of the "
+               "training stars included) and the network's weight w with the lowest "
+               "out-of-fold RMSE on the bin's curves; on the stars' own curves never worse "
+               "than the line. The registered version's tags say which model it is and why.",
+               "", *_stack_table(st), "",
                "The relation and the network read the same per-star features: φ31 and R21 of "
                "the Fourier fit of each star's own epochs at its period "
                "(`rrlfeh.lightcurve.features`; harmonics by BIC, outliers clipped); fitted "
@@ -404,6 +474,11 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                    ""]
         if kind in figures:
             md += [f"![{kind} error against epochs]({figures[kind]})", ""]
+        if sparse is not None:
+            md += _sparse_section(kind, sparse)
+    if sparse is not None:
+        md += ["## Sparse curves: RMSE against the number of epochs", "",
+               f"![Sparse curves: RMSE against the number of epochs]({sparse['figure']})", ""]
     if bands is not None:
         md += ["## Periods without a catalogue: G against BP and RP", "",
                f"{bands['n_stars']} stars, {bands['n_g']} with a G period. BP and RP periods "
@@ -541,7 +616,8 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
         peer["path"] = str(r["peer_oof"])
         metrics["peer"] = peer["table"].to_dict(orient="records")
     files_dir.mkdir(parents=True, exist_ok=True)
-    write_text(render(r["name"], types, bands, catalogue, figs, context, peer), md_path)
+    sparse = _sparse_metrics(root, md_path)
+    write_text(render(r["name"], types, bands, catalogue, figs, context, peer, sparse), md_path)
     write_json(metrics, metrics_path)
     for kind, t in metrics.items():
         if isinstance(t, dict) and "served" in t and "test_rmse" in t["served"]:
