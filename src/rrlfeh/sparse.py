@@ -147,8 +147,8 @@ def _cut_metrics(rows: pd.DataFrame) -> dict[str, Any]:
 
 def report_table(by_mode: Mapping[str, Any], cuts: Sequence[str]) -> pd.DataFrame:
     """The report's table of one type: a row a cut; per mode the RMSE of each model (the line's
-    and the paper GRU's with their share scored where below 100 %), the champion's share scored
-    and coverage."""
+    and the paper GRU's with their share scored where below 100 %), the champion's R², share
+    scored and coverage."""
     rows = []
     for cut in cuts:
         row: dict[str, str] = {"N": cut}
@@ -158,6 +158,8 @@ def report_table(by_mode: Mapping[str, Any], cuts: Sequence[str]) -> pd.DataFram
                                 ("paper_gru", "paper GRU")):
                 row[f"{name} RMSE ({tag})"] = _rmse_cell(c.get(model), model != "champion")
             champ = c.get("champion", {})
+            row[f"champion R² ({tag})"] = ("" if champ.get("r2") is None
+                                           else f"{champ['r2']:.2f}")
             row[f"scored ({tag})"] = _pct(champ.get("share"))
             row[f"±1σ / ±2σ ({tag})"] = (f"{_pct(champ.get('within_1sigma'))} / "
                                          f"{_pct(champ.get('within_2sigma'))}" if champ else "")

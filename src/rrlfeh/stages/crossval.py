@@ -179,7 +179,8 @@ def crossval_type(kind: str, path: Path, network: Mapping[str, Any], params: Map
                     val_index=va, spec=dict(network), fit=fit,
                     seed=int(c["seed"]) + 1000 * r + k, checkpoint_dir=str(ckpt),
                     tracking=tracking, experiment_id=experiment_id, parent_run_id=parent_id,
-                    tags=git_tags(root))
+                    tags=git_tags(root), max_copy=(None if c.get("network_copies") is None
+                                                   else int(c["network_copies"])))
             for r, k, tr, va in folds]
     return data, jobs, parent_id, ckpt, n_repeats
 

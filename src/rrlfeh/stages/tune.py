@@ -153,7 +153,8 @@ def run(processed_dir: Path, params: Mapping[str, Any], root: Path, metrics_path
     jobs = []
     for kind in schema.TYPES:
         path = processed_dir / f"{kind}.npz"
-        n = len(load_training_set(path, kind)) if path.exists() else 0  # training stars
+        # training stars (their own curves: sparse copies are no more stars)
+        n = len(load_training_set(path, kind).originals()) if path.exists() else 0
         if n < int(t["min_stars"]):
             why = f"{n} stars < tune.min_stars {t['min_stars']}"
             out[kind] = {"skipped": why if path.exists() else f"no {path}: {why}"}

@@ -134,6 +134,8 @@ class FoldJob:
     parent_run_id: str
     tags: dict[str, str] | None = None  # e.g. the git commit, on every fold run
     n_channels: int | None = None       # fit on the first n channels of X only (None: all)
+    max_copy: int | None = None         # the network fits its stars' copies 1..max_copy only
+                                        #   (None: all); every copy is still predicted
 
     @property
     def name(self) -> str:
@@ -181,8 +183,10 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
     seed_everything(job.seed, job.fit.deterministic)
     data = first_channels(load_training_set(job.data_path, job.kind), job.n_channels)
     tr, va = data.subset(job.train_index), data.subset(job.val_index)
-    fit_idx, stop_idx = split_by_star(tr, job.fit.stop_fraction, job.seed)
-    fit_part, stop_on = tr.subset(fit_idx), tr.subset(stop_idx)
+    fits = tr if job.max_copy is None or tr.copy is None else tr.subset(
+        np.flatnonzero(tr.copy <= job.max_copy))
+    fit_idx, stop_idx = split_by_star(fits, job.fit.stop_fraction, job.seed)
+    fit_part, stop_on = fits.subset(fit_idx), fits.subset(stop_idx)
     spec = NetworkSpec.from_params(job.spec)
     mlflow.set_tracking_uri(job.tracking.uri)
     label = f"{job.kind} {job.name}"
