@@ -84,6 +84,8 @@ def pipeline_project(tmp_path_factory) -> Path:
         params["acquire"]["source"] = "synthetic"
         params["acquire"]["synthetic"]["n_stars"] = 400
         params["budget"] = "tiny"
+        params["preprocess"]["augment"]["copies"] = 1  # the sparse-copy path, at half the cost
+        params["sparse"]["n_draws"] = 2
 
     work = clone_project(tmp_path_factory.mktemp("clone"), small)
     run(["dvc", "repro"], work)
