@@ -222,3 +222,38 @@ def test_residual_sigmas_give_68_percent_within_one_sigma_in_every_bin():
     for i in range(len(edges) - 1):
         rows = b == i
         assert np.mean(np.abs(residual[rows]) <= total[rows]) == pytest.approx(0.6827, abs=0.002)
+
+
+def test_bins_of_full_curves_serve_the_line():
+    """A bin holding stars' own curves serves the line there (their labels are the line of
+    those very epochs), with the network's weight chosen on them alone."""
+    from rrlfeh.stages.crossval import full_curve_bins
+
+    data, network, sizes = _sparse_problem()
+    n = data.n_epochs.copy()
+    n[~data.is_copy] = 38  # full curves of 38 epochs share the 36-45 bin with the 40-copies
+    data = TrainingSet(data.kind, data.X, data.y, data.weights, data.strata, data.source_id, n,
+                       data.period, data.is_test, data.channels, data.phi31, data.r21,
+                       data.phi31_error, data.amplitude, data.copy)
+    folds = [(r, tr, va) for r, _, tr, va in star_folds(data, 5, 1, 42)]
+    line_oof = _line_oof(data, folds)
+    own = ~data.is_copy
+    coef = np.linalg.lstsq(np.column_stack([np.ones(own.sum()), data.period[own],
+                                            data.phi31[own]]), data.y[own], rcond=None)[0]
+    line = {"features": ["period", "phi31"], "coef": coef.tolist()}
+    stack, served = choose_served(data, network, line_oof, folds, epoch_edges(sizes), line)
+    stack, served = full_curve_bins(data, stack, network, line_oof, served)
+    b = np.digitize(data.n_epochs, stack["edges"][1:-1])
+    mixed = b[own][0]
+    e = stack["bins"][mixed]
+    assert e["relation"] == "line" and "coef" not in e
+    rows = b == mixed
+    # the weight: the best on the grid for the own curves alone, recomputed here
+    grid = np.round(np.arange(0, 1.001, 0.01), 10)
+    mine = rows & own
+    best = grid[np.argmin([np.mean((w * network[mine] + (1 - w) * line_oof[mine]
+                                    - data.y[mine]) ** 2) for w in grid])]
+    assert e["weight"] == pytest.approx(best)
+    assert served[rows] == pytest.approx(best * network[rows] + (1 - best) * line_oof[rows])
+    # bins of copies alone keep their own choice
+    assert any(x["relation"] == "plane" for i, x in enumerate(stack["bins"]) if i != mixed)

@@ -407,8 +407,10 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                "each bin the relation (the full curves' line, or a plane in P, φ31, R21 and the "
                "amplitude refitted on the curves of that many epochs, sparse copies of the "
                "training stars included) and the network's weight w with the lowest "
-               "out-of-fold RMSE on the bin's curves; on the stars' own curves never worse "
-               "than the line. The registered version's tags say which model it is and why.",
+               "out-of-fold RMSE on the bin's curves. A bin holding stars' own curves serves "
+               "the line, the network's weight chosen on those curves alone (a label is the "
+               "line of the φ31 of the star's own epochs). The registered version's tags say "
+               "which model it is and why.",
                "", *_stack_table(st), "",
                "The relation and the network read the same per-star features: φ31 and R21 of "
                "the Fourier fit of each star's own epochs at its period "
