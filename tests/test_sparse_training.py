@@ -257,3 +257,15 @@ def test_bins_of_full_curves_serve_the_line():
     assert served[rows] == pytest.approx(best * network[rows] + (1 - best) * line_oof[rows])
     # bins of copies alone keep their own choice
     assert any(x["relation"] == "plane" for i, x in enumerate(stack["bins"]) if i != mixed)
+
+
+def test_feh_std_is_calibrated_in_finer_bins_of_full_curves():
+    from rrlfeh.stages.train import calibration_edges
+
+    n = np.r_[np.full(300, 15), np.full(300, 20), np.full(300, 40), np.full(100, 50),
+              np.full(60, 62), np.full(20, 75), np.full(15, 120)]
+    edges = calibration_edges(epoch_edges((15, 20, 40)), n)
+    # 45-55 and 55-70 hold >= 30 curves each; 70-90 (20) is merged into the bin above it
+    assert edges == [0, 17.5, 30, 45, 55, 70, 1e6]
+    counts = np.bincount(bin_index(n, edges))
+    assert counts.min() >= 30 and counts.sum() == n.size
