@@ -79,3 +79,16 @@ def test_a_changed_candidate_is_a_new_version_and_the_gate_decides(work: Path):
     client, vs = versions(work)
     assert str(client.get_model_version_by_alias("rrl-feh", "champion").version) == "3"
     assert "register.promote is 'always'" in vs[2].tags["decision"]
+
+
+def test_a_changed_served_stack_is_a_changed_model(work: Path):
+    """The manifest is part of the model (the served stack, the relation, the calibrated
+    errors): the same members with another calibration are a new version, not 'unchanged'."""
+    path = work / "models/final/RRab/manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["error_bins"]["sigma"] = [2 * s for s in manifest["error_bins"]["sigma"]]
+    path.write_text(json.dumps(manifest))
+    run([str(BIN / "rrlfeh"), "register"], work)
+    _, vs = versions(work)
+    assert [str(v.version) for v in vs] == ["1", "2"]
+    assert vs[0].tags["model_digest"] != vs[1].tags["model_digest"]

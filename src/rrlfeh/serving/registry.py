@@ -86,11 +86,15 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
 
 
 def model_digest(folder: Path) -> str:
-    """The member weights and settings of a model folder (not the .keras zip bytes, which carry
-    a save date): equal digests, equal predictions."""
+    """The member weights, the manifests (the served stack, the relation, the calibrated
+    errors) and the settings of a model folder (not the .keras zip bytes, which carry a save
+    date): equal digests, equal predictions."""
     import keras
 
     h = hashlib.md5((folder / SETTINGS).read_bytes())
+    for manifest in sorted((folder / "ensembles").glob("*/manifest.json")):
+        h.update(manifest.relative_to(folder).as_posix().encode())
+        h.update(manifest.read_bytes())
     for member in sorted((folder / "ensembles").glob("*/*.keras")):
         h.update(member.relative_to(folder).as_posix().encode())
         for w in keras.models.load_model(member, compile=False).get_weights():
