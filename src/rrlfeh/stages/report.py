@@ -332,14 +332,21 @@ def _relation_text(rel: Mapping[str, Any]) -> str:
                                    for v, f in zip(c[1:], rel["features"], strict=True))
 
 
-def _sparse_metrics(root: Path, md_path: Path) -> dict[str, Any] | None:
-    """reports/sparse.json (stage `sparse`) with its figure's path from the page; None when
-    the stage has not run."""
+def _sparse_metrics(root: Path, md_path: Path, files_dir: Path) -> dict[str, Any] | None:
+    """reports/sparse.json (stage `sparse`) with its figure copied beside the page's own (so
+    each experiment's page keeps its figure) and that copy's path from the page; None when the
+    stage has not run."""
+    import shutil
+
     path = root / "reports" / "sparse.json"
     if not path.exists():
         return None
     sparse = json.loads(path.read_text())
-    sparse["figure"] = os.path.relpath(root / sparse["settings"]["figure"], md_path.parent)
+    figure = root / sparse["settings"]["figure"]
+    if figure.exists():
+        files_dir.mkdir(parents=True, exist_ok=True)
+        figure = Path(shutil.copy2(figure, files_dir / figure.name))
+    sparse["figure"] = os.path.relpath(figure, md_path.parent)
     return sparse
 
 
@@ -618,7 +625,7 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
         peer["path"] = str(r["peer_oof"])
         metrics["peer"] = peer["table"].to_dict(orient="records")
     files_dir.mkdir(parents=True, exist_ok=True)
-    sparse = _sparse_metrics(root, md_path)
+    sparse = _sparse_metrics(root, md_path, files_dir)
     write_text(render(r["name"], types, bands, catalogue, figs, context, peer, sparse), md_path)
     write_json(metrics, metrics_path)
     for kind, t in metrics.items():
