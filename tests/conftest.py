@@ -75,6 +75,18 @@ def clone_project(work: Path, edit_params: Callable[[dict], None]) -> Path:
     return work
 
 
+def smallest_budget(params: dict) -> None:
+    """The least training a whole `dvc repro` can do (one Hyperband trial of one epoch, one
+    repeat of 2 folds, no sparse copies, one sparse draw): for the projects whose tests look at
+    what the pipeline does with their data, not at the search or the folds."""
+    params["budget"] = "tiny"
+    params["budgets"]["tiny"] = {"tune": {"max_epochs": 1, "factor": 2, "iterations": 1},
+                                 "crossval": {"n_splits": 2, "n_repeats": 1, "max_epochs": 2,
+                                              "patience": 1}}
+    params["preprocess"]["augment"]["copies"] = 0
+    params["sparse"]["n_draws"] = 1
+
+
 @pytest.fixture(scope="session")
 def pipeline_project(tmp_path_factory) -> Path:
     """A copy of the working tree (what a clone would hold) with a small synthetic sample, after

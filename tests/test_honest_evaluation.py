@@ -21,6 +21,7 @@ def workdir(pipeline_project: Path) -> Path:
 
 
 def split_ids(workdir: Path, kind: str) -> tuple[set[int], set[int]]:
+    """(training stars, test stars) of `preprocess`'s arrays (a star's copies share its id)."""
     a = np.load(workdir / f"data/processed/{kind}.npz")
     ids = a["source_id"].astype(np.int64)
     return set(ids[~a["is_test"]].tolist()), set(ids[a["is_test"]].tolist())
@@ -55,6 +56,10 @@ def test_early_stopping_watches_an_inner_split_of_the_fold_training_stars(workdi
                                                                          kind: str):
     folds = fold_runs(workdir, kind)
     n_fit, n_stop = folds["params.n_fit"].astype(int), folds["params.n_stop"].astype(int)
+    # the network fits the stars' own curves here (crossval.network_copies 0): every training
+    # star is in the fit part or the early-stopping part, and its copies are in neither
+    assert (folds["params.n_fit_copies"].astype(int) == 0).all()
+    assert (folds["params.n_train_copies"].astype(int) > 0).all()  # the copies exist
     assert (n_fit + n_stop == folds["params.n_train"].astype(int)).all()
     assert ((n_stop - 0.15 * folds["params.n_train"].astype(int)).abs() <= 1).all()
     # the reported validation figures are those of the fold's own validation stars: an

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import clone_project, run
+from conftest import clone_project, run, smallest_budget
 
 N_LABELLED, N_UNLABELLED = 180, 40
 
@@ -55,7 +55,7 @@ def folded_project(tmp_path_factory) -> tuple[Path, list[int], pd.DataFrame]:
 
     def folded(params: dict) -> None:
         params["acquire"]["synthetic"]["n_stars"] = 60  # acquire/validate still run: tiny
-        params["budget"] = "tiny"
+        smallest_budget(params)
         params["preprocess"].update(source="folded", channels=[
             "standardised_mag", "phase", "phi31", "r21", "amplitude_mag"])
         params["preprocess"]["folded"].update(curves="folded/lc_dev_g.tar.gz",

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from rrlfeh.serving.inputs import read_request
 from rrlfeh.serving.pipeline import ScoringModel, score_request
@@ -31,6 +32,10 @@ def scoring_model(project: Path) -> ScoringModel:
     return ScoringModel.load(project / "data/cache/register/model")
 
 
+def params_of(project: Path) -> dict:
+    return yaml.safe_load((project / "params.yaml").read_text())
+
+
 def long_form(project: Path, ids, with_star_values: bool = True) -> pd.DataFrame:
     epochs = pd.read_parquet(project / "data/raw/epochs.parquet")
     stars = pd.read_parquet(project / "data/raw/stars.parquet").set_index("source_id")
@@ -43,29 +48,50 @@ def long_form(project: Path, ids, with_star_values: bool = True) -> pd.DataFrame
     return df
 
 
+def served_by_hand(manifest: dict, net: np.ndarray, spread: np.ndarray, star: dict,
+                   n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(served [Fe/H], its spread, feh_std) computed from the manifest by hand, star by star:
+    the bin of the curve's epoch count, w·network + (1 − w)·(the line, or the bin's plane on
+    inputs clipped to the training range), and the bin's calibrated residual sigma."""
+    stack, line, eb = manifest["stack"], manifest["relation"], manifest["error_bins"]
+    mean, sp, std = [], [], []
+    for i in range(len(n)):
+        k = next(j for j in range(len(stack["bins"]))
+                 if stack["edges"][j] <= n[i] < stack["edges"][j + 1])
+        entry = stack["bins"][k]
+        if entry["relation"] == "plane":
+            x = [min(max(star[f][i], lo), hi)
+                 for f, (lo, hi) in zip(stack["features"], stack["clip"], strict=True)]
+            coef = entry["coef"]
+        else:
+            x, coef = [star[f][i] for f in line["features"]], line["coef"]
+        rel = coef[0] + sum(c * v for c, v in zip(coef[1:], x, strict=True))
+        w = entry["weight"]
+        mean.append(w * net[i] + (1 - w) * rel)
+        sp.append(w * spread[i])
+        e = next(j for j in range(len(eb["sigma"])) if eb["edges"][j] <= n[i] < eb["edges"][j + 1])
+        std.append(float(np.hypot(sp[-1], eb["sigma"][e])))
+    return np.array(mean), np.array(sp), np.array(std)
+
+
 def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model):
     """Raw epochs -> pipeline gives the numbers of the trained ensemble on the very arrays
-    `preprocess` wrote for training: the served model runs the training code."""
+    `preprocess` wrote for training (the stars' own curves): the served model runs the
+    training code, and serves each curve its epoch-count bin's stack and calibrated error."""
     for kind, ens in scoring_model.ensembles.items():
         with np.load(project / f"data/processed/{kind}.npz") as d:
-            x, ids, n = d["X"][:25], d["source_id"][:25], d["n_epochs"][:25]
-            star = {"period": d["period"][:25], "phi31": d["star_phi31"][:25],
-                    "r21": d["star_r21"][:25]}
+            own = np.flatnonzero(d["copy"] == 0)[:25]
+            x, ids, n = d["X"][own], d["source_id"][own], d["n_epochs"][own]
+            star = {"period": d["period"][own], "phi31": d["star_phi31"][own],
+                    "r21": d["star_r21"][own], "amplitude": d["amplitude"][own]}
         net, spread = ens.predict(x)  # member by member, not fused
-        # served: the stack the gate chose, weight·network + (1 − weight)·relation
-        w, rel = ens.manifest["stack"]["weight"], ens.manifest["relation"]
-        relation = rel["coef"][0] + sum(c * star[f] for c, f in zip(rel["coef"][1:],
-                                                                   rel["features"], strict=True))
-        mean, spread = w * net + (1 - w) * relation, w * spread
+        mean, spread, std = served_by_hand(ens.manifest, net, spread, star, n)
         out = score_request(read_request(long_form(project, ids)), scoring_model)
         assert out["source_id"].tolist() == ids.tolist()
         assert (out["status"] == "ok").all(), out["status"].tolist()
         assert np.allclose(out["feh"], mean, atol=1e-5)
         assert np.allclose(out["feh_spread"], spread, atol=1e-5)
-        # the residual part of the error falls with the epochs: floor² + scale² · pivot / N
-        rm = ens.manifest["residual_model"]
-        sigma = np.sqrt(rm["floor"] ** 2 + rm["scale"] ** 2 * rm["pivot"] / n)
-        assert np.allclose(out["feh_std"], np.hypot(spread, sigma), atol=1e-5)
+        assert np.allclose(out["feh_std"], std, atol=1e-5)
         assert (out["n_epochs"].to_numpy() == n).all()
 
 
@@ -103,11 +129,17 @@ def test_stars_outside_the_training_domain_are_flagged(project, scoring_model):
     sid = stars.sort_values("n_epochs_g")["source_id"].iloc[-1]
     df = long_form(project, [sid])
     good = df[~df["rejected"]]
-    few = good.iloc[::len(good) // 40 + 1]  # <= 40 epochs: below the training cut of 50
-    out = score_request(read_request(few), scoring_model)
-    row = out.iloc[0]
+    # the domain reaches the fewest epochs the model was trained on (its sparse copies)
+    fewest = scoring_model.settings["domain"]["min_epochs"]
+    assert fewest == min(params_of(project)["preprocess"]["augment"]["n_epochs"])
+    few = good.iloc[::len(good) // (fewest - 2) + 1]  # below the fewest: out of the domain
+    assert len(few) < fewest
+    row = score_request(read_request(few), scoring_model).iloc[0]
     assert row["status"] == "ok" and not row["in_domain"]
-    assert f"{row['n_epochs']} epochs < 50 (training cut)" in row["domain_reason"]
+    assert f"{row['n_epochs']} epochs < {fewest} (training cut)" in row["domain_reason"]
+    enough = good.iloc[::len(good) // (fewest + 5)]  # a sparse curve within the domain
+    row = score_request(read_request(enough), scoring_model).iloc[0]
+    assert row["status"] == "ok" and row["in_domain"], row["domain_reason"]
 
 
 def test_a_type_without_a_model_is_scored_by_the_other_out_of_domain(project, scoring_model):

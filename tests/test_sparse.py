@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from rrlfeh.sparse import (
     FULL,
@@ -222,6 +223,7 @@ def test_every_eligible_test_star_is_cut_and_scored_in_both_modes(workdir: Path)
     epochs = pd.read_parquet(workdir / "data/raw/epochs.parquet")
     clean = epochs[~epochs["rejected"]].groupby("source_id").size()
     cuts = cut_labels(SIZES)
+    draws = yaml.safe_load((workdir / "params.yaml").read_text())["sparse"]["n_draws"]
     for kind in ("RRab", "RRc"):
         with np.load(workdir / f"data/processed/{kind}.npz") as d:
             original = d["copy"] == 0 if "copy" in d.files else True  # augmented copies aside
@@ -234,11 +236,11 @@ def test_every_eligible_test_star_is_cut_and_scored_in_both_modes(workdir: Path)
                 rows = pred[(pred["type"] == kind) & (pred["mode"] == mode)
                             & (pred["model"] == model)]
                 assert set(rows["source_id"]) == eligible  # nobody dropped
-                assert len(rows) == len(eligible) * (len(SIZES) * 3 + 1)
+                assert len(rows) == len(eligible) * (len(SIZES) * draws + 1)
             for cut in cuts:
                 m = metrics[kind][mode][cut]
                 assert m["n_stars"] == len(eligible)
-                assert m["n_subsets"] == len(eligible) * (1 if cut == FULL else 3)
+                assert m["n_subsets"] == len(eligible) * (1 if cut == FULL else draws)
                 rows = pred[(pred["type"] == kind) & (pred["mode"] == mode)
                             & (pred["model"] == "champion") & (pred["cut"] == cut)]
                 assert m["champion"]["share"] == pytest.approx((rows["status"] == "ok").mean())

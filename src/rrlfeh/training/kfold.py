@@ -198,9 +198,12 @@ def fit_fold(job: FoldJob) -> dict[str, Any]:
     with mlflow.start_run(experiment_id=job.experiment_id, run_name=name, tags=tags) as run:
         mlflow.log_params({**flatten(spec.as_dict(), "model."), **flatten(asdict(job.fit), "fit."),
                            "repeat": job.repeat, "fold": job.fold, "seed": job.seed,
-                           "n_train": len(tr), "n_val": len(va), "n_fit": len(fit_part),
+                           # stars (own curves); the curves the network fits and watches
+                           "n_train": int((~tr.is_copy).sum()), "n_val": int((~va.is_copy).sum()),
                            "n_train_copies": int(tr.is_copy.sum()),
-                           "n_stop": len(stop_on), "n_channels": data.input_shape[1]})
+                           "n_fit": len(fit_part), "n_stop": len(stop_on),
+                           "n_fit_copies": int(fits.is_copy.sum()),
+                           "n_channels": data.input_shape[1]})
         log_data_inputs([job.data_path])
         model = build_model(data.input_shape, spec)
         warm_start(model, fit_part.X, fit_part.y, fit_part.weights)  # skip path: at the plane
