@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -33,3 +34,18 @@ def test_write_table_by_suffix(tmp_path):
     csv = write_table(df, tmp_path / "t.csv").read_text().splitlines()
     assert csv == ["source_id,feh", "1,-1.23457", "2,-0.5"]
     pd.testing.assert_frame_equal(pd.read_parquet(write_table(df, tmp_path / "t.parquet")), df)
+
+
+def test_write_json_is_strict_json_with_null_for_missing_numbers(tmp_path):
+    """NaN and ±inf (Python's and numpy's, nested anywhere) are written as null, and the file
+    parses with a parser that refuses the non-standard tokens."""
+    obj = {"a": float("nan"), "b": [1.5, np.float32("inf"), {"c": -np.inf}],
+           "d": np.array([0.25, np.nan]), "e": (np.int64(3), "text"), "f": np.float64(2.0)}
+    path = write_json(obj, tmp_path / "m.json")
+
+    def refuse(token):
+        raise ValueError(token)
+
+    got = json.loads(path.read_text(), parse_constant=refuse)
+    assert got == {"a": None, "b": [1.5, None, {"c": None}], "d": [0.25, None],
+                   "e": [3, "text"], "f": 2.0}

@@ -226,12 +226,20 @@ def test_predict_a_users_files(project, tmp_path):
     df = long_form(project, ids)
     df.to_csv(tmp_path / "long.csv", index=False)
     df.rename(columns=str.upper).to_csv(tmp_path / "upper.csv", index=False)  # SOURCE_ID, MAG...
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    champion = mlflow.MlflowClient().get_model_version_by_alias("rrl-feh", "champion").version
     for name in ("long.csv", "upper.csv"):
-        run([str(BIN / "rrlfeh"), "predict", str(tmp_path / name), "-o",
-             str(tmp_path / "out.parquet"), "--chunk-stars", "4"], project)
+        res = run([str(BIN / "rrlfeh"), "predict", str(tmp_path / name), "-o",
+                   str(tmp_path / "out.parquet"), "--chunk-stars", "4"], project)
         out = pd.read_parquet(tmp_path / "out.parquet").set_index("source_id")
         assert out.index.tolist() == ids
         assert np.allclose(out["feh"], cat.loc[ids, "feh"], atol=1e-5)
+        # the model that gave the numbers is named, in the log and beside each result
+        assert f"models:/rrl-feh@champion (version {champion})" in res.stderr
+        assert (out["model_uri"] == "models:/rrl-feh@champion").all()
+        assert (out["model_version"] == str(champion)).all()
     # the archive's INDIVIDUAL layout (G + a BP row each), no periods: derived, flagged
     ind = pd.DataFrame({"source_id": df["source_id"], "transit_id": np.arange(len(df)),
                         "band": "G", "time": df["time"], "mag": df["mag"], "flux": df["flux"],

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rrlfeh", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
     for name, (func, metrics, helptext) in STAGES.items():
-        sp = sub.add_parser(name, help=helptext)
+        sp = sub.add_parser(name, help=helptext, description=f"rrlfeh {name}: {helptext}")
         sp.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
         sp.add_argument("--metrics", default=metrics, help=f"metrics JSON (default {metrics})")
         sp.set_defaults(func=func)
@@ -173,18 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine", choices=["local", "spark"], default=None,
         help="local: in this process; spark: mlflow spark_udf on Spark, score.spark "
              "(default score.engine)")
-    sp = sub.add_parser("predict", help="score a file of light curves with the registered model")
+    what = "score a file of light curves with the registered model"
+    sp = sub.add_parser("predict", help=what, description=f"rrlfeh predict: {what}")
     sp.add_argument("input", help="epochs: CSV, parquet or VOTable; Gaia INDIVIDUAL or RAW layout, "
                                   "the long form (source_id, time, mag, ...) or folded curves")
     sp.add_argument("-o", "--output", required=True, help="result table (.csv or .parquet)")
-    sp.add_argument("--model", default=None, help="model URI (default score.model_uri, "
-                                                  "models:/rrl-feh@champion)")
+    sp.add_argument("--model", default=None,
+                    help="model URI (default: score.model_uri of the --params file, which "
+                         "`dvc exp run` may have changed; models:/rrl-feh@champion as "
+                         "committed). The model used is logged and written in each row")
     sp.add_argument("--params", default="params.yaml", help="params file (tracking store)")
     sp.add_argument("--chunk-stars", type=int, default=2000, help="stars scored at a time")
     sp.add_argument("--jobs", type=int, default=1,
                     help="processes for the period search of stars sent without a period")
     sp.set_defaults(func=_predict)
-    sp = sub.add_parser("summary", help="Table 1 per type, the classical relation, the champion")
+    what = "Table 1 per type, the classical relation, the champion"
+    sp = sub.add_parser("summary", help=what, description=f"rrlfeh summary: {what}")
     sp.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     sp.set_defaults(func=_summary)
     return parser

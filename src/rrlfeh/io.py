@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -38,10 +40,28 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    """Write `obj` as indented JSON (DVC metrics) atomically."""
+    """Write `obj` as indented, strict JSON (DVC metrics) atomically: a missing number (NaN,
+    ±inf) is null, as every JSON parser reads it."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=True, allow_nan=False,
+                                  default=_jsonable) + "\n")
     return Path(path)
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with every non-finite float (Python's or numpy's, in any nesting of dicts,
+    lists, tuples and arrays) as None, and numpy scalars and arrays as plain values."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:

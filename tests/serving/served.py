@@ -135,9 +135,17 @@ def frame_of(body: str | dict) -> pd.DataFrame:
     return pd.DataFrame(t["data"], columns=t["columns"])
 
 
+def strict_json(text: str):
+    """`text` parsed as JSON proper: the tokens NaN and ±Infinity, which Python writes and
+    `JSON.parse` refuses, are an error."""
+    def refuse(token: str):
+        raise ValueError(f"not JSON: the token {token} in the answer")
+    return json.loads(text, parse_constant=refuse)
+
+
 def predictions(resp: requests.Response) -> pd.DataFrame:
-    """The served output table (one row a star)."""
-    return pd.DataFrame(resp.json()["predictions"])
+    """The served output table (one row a star), read with a strict JSON parser."""
+    return pd.DataFrame(strict_json(resp.text)["predictions"])
 
 
 def one_line_error(resp: requests.Response, max_len: int = 400) -> str:

@@ -55,9 +55,9 @@ def champion(project):
     """(the champion's pinned URI, the champion loaded in this process)."""
     import mlflow
 
-    from rrlfeh.serving.spark import resolve
+    from rrlfeh.serving.model_uri import resolve
 
-    uri, _ = resolve("models:/rrl-feh@champion")
+    uri = resolve("models:/rrl-feh@champion").pinned
     return uri, mlflow.pyfunc.load_model(uri)
 
 

@@ -36,11 +36,13 @@ def star_chunks(frame: pd.DataFrame, chunk_stars: int):
 
 def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, Any], root: Path,
         *, chunk_stars: int = 2000, n_jobs: int = 1) -> pd.DataFrame:
-    """Score every star of `input_path`; write `output` (.csv or .parquet)."""
+    """Score every star of `input_path`; write `output` (.csv or .parquet), each row with the
+    model's URI and registry version (also logged: params may point at another model)."""
     import mlflow
     from tqdm import tqdm
 
     from rrlfeh.serving.inputs import signature_columns
+    from rrlfeh.serving.model_uri import load
     from rrlfeh.serving.pyfunc import RequestRejected
     from rrlfeh.training.tracking import TrackingSettings
 
@@ -48,7 +50,8 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
         raise ValueError(f"{output}: the output must be .csv or .parquet")
     frame = read_input(input_path)
     mlflow.set_tracking_uri(TrackingSettings.from_params(tracking, root).uri)
-    model = mlflow.pyfunc.load_model(model_uri)
+    model, resolved = load(model_uri)
+    log.info("predict: model %s", resolved.describe())
     parts = []
     n_stars = frame["source_id"].nunique() if "source_id" in frame.columns else 0
     with tqdm(total=n_stars, desc="predict", unit="star", mininterval=2.0) as bar:
@@ -60,10 +63,13 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
                 raise ValueError(f"{input_path}: {exc.message}") from None
             parts.append(out)
             bar.update(len(out))
-    result = pd.concat(parts, ignore_index=True)
+    # which model gave the numbers travels with them
+    result = pd.concat(parts, ignore_index=True).assign(model_uri=resolved.uri,
+                                                        model_version=resolved.version)
     write_table(result, output)
     ok = int((result["status"] == "ok").sum())
     log.info("predict: %d stars from %s, %d scored (%d in the training domain), %d with a "
              "status -> %s", len(result), input_path, ok, int(result["in_domain"].sum()),
              len(result) - ok, output)
+    log.info("predict: scored by %s", resolved.describe())
     return result

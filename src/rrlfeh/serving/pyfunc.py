@@ -16,10 +16,12 @@ import warnings
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
+from rrlfeh.io import strict_json
 from rrlfeh.serving.inputs import RequestError, column_name, read_request
 from rrlfeh.serving.pipeline import OUTPUT_COLUMNS, ScoringModel, score_request
 
@@ -66,6 +68,7 @@ with warnings.catch_warnings():
             self.model = ScoringModel.load(context.artifacts[ARTIFACT])
             if _SERVER_APP in sys.modules:  # loaded by `mlflow models serve`'s worker
                 _one_line_body_errors()
+                _null_not_nan()
             # the loaded TensorFlow graph is a large, long-lived heap: kept out of the collector's
             # full passes (~0.3 s each, the served model's worst latencies otherwise)
             gc.freeze()
@@ -127,6 +130,30 @@ def _one_line_body_errors() -> None:
 
     one_line_decode._rrlfeh_one_line = True  # type: ignore[attr-defined]
     scoring_server._decode_json_input = one_line_decode
+
+
+def _null_not_nan() -> None:
+    """Make the scoring server's answers strict JSON: a value a star does not have (NaN, ±inf:
+    the period of a star that could not be scored) is null.
+
+    MLflow 3.17 writes the predictions with `json.dump`, which prints Python's bare `NaN`, a
+    token that `JSON.parse` and most clients refuse (the whole answer with it). The server looks
+    `predictions_to_json` up in its module at every request, so it is wrapped there, like
+    `_one_line_body_errors`. Idempotent; a later MLflow that renames it keeps its own output."""
+    from mlflow.pyfunc import scoring_server
+
+    for name in ("predictions_to_json", "unwrapped_predictions_to_json"):
+        write = getattr(scoring_server, name, None)
+        if write is None or getattr(write, "_rrlfeh_null", False):
+            continue
+
+        def strict(raw_predictions, output, *args, _write=write, **kwargs):
+            if isinstance(raw_predictions, pd.DataFrame):  # the records MLflow would write
+                raw_predictions = strict_json(raw_predictions.to_dict(orient="records"))
+            return _write(raw_predictions, output, *args, **kwargs)
+
+        strict._rrlfeh_null = True  # type: ignore[attr-defined]
+        setattr(scoring_server, name, functools.wraps(write)(strict))
 
 
 def _body_problem(body: Any, error: ValueError) -> str:

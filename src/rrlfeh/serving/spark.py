@@ -40,6 +40,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from rrlfeh.serving.model_uri import resolve
 from rrlfeh.serving.pipeline import OUTPUT_COLUMNS, conform_output
 
 log = logging.getLogger(__name__)
@@ -138,24 +139,6 @@ def session(settings: SparkSettings, work: Path, *, submitted: bool = False):
     n = settings.partitions or spark.sparkContext.defaultParallelism
     spark.conf.set("spark.sql.shuffle.partitions", str(n))
     return spark
-
-
-def resolve(model_uri: str) -> tuple[str, str]:
-    """(`models:/name/<version>`, version) of a `models:/name@alias` URI, so that every executor
-    scores with the same version even if the alias moves; other URIs unchanged, version '?'."""
-    from mlflow.exceptions import MlflowException
-
-    if not model_uri.startswith("models:/"):
-        return model_uri, "?"
-    try:
-        if "@" in model_uri:
-            name, alias = model_uri.removeprefix("models:/").split("@", 1)
-            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
-            return f"models:/{name}/{version}", str(version)
-    except MlflowException as exc:
-        raise FileNotFoundError(f"cannot load {model_uri} from the registry ({str(exc)[:200]});"
-                                " run `rrlfeh register` (dvc repro register)") from exc
-    return model_uri, model_uri.rsplit("/", 1)[-1]
 
 
 # MLflow 3 asks for type hints on predict when a PythonModel is defined (see serving.pyfunc)
@@ -376,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = SparkSettings(**{**settings.__dict__, "master": args.master})
         mlflow.set_tracking_uri(TrackingSettings.from_params(config.section(params, "tracking"),
                                                              root).uri)
-        uri, version = resolve(args.model or str(score_p["model_uri"]))
+        model = resolve(args.model or str(score_p["model_uri"]))
+        uri, version = model.pinned, model.version
         n = score_file(args.input, args.output, uri, settings, submitted=submitted)
     except (config.ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"rrlfeh.serving.spark: error: {exc}", file=sys.stderr)

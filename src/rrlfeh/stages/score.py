@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.io import write_json, write_parquet
+from rrlfeh.serving.model_uri import load, resolve
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,11 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
     setup_tracking(TrackingSettings.from_params(tracking, root))
     uri = str(p["model_uri"])
     if engine == "spark":
-        model, (pinned, version) = None, spark.resolve(uri)
+        model, resolved = None, resolve(uri)
     else:
-        model, version = _load(uri)
+        model, resolved = load(uri)
+    version = resolved.version
+    log.info("score: model %s", resolved.describe())
     chunk_stars = int(p.get("chunk_stars", 2000))
     if folded is None:
         stars = pd.read_parquet(raw_dir / "stars.parquet", columns=[*STAR_FIELDS, "ra", "dec"])
@@ -161,8 +164,8 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
     if engine == "spark":  # one Spark job over every star; its result is the one chunk
         path = cache / "chunk_spark.parquet"
         if not path.exists():
-            log.info("score: on Spark (%s), %s", settings.master, pinned)
-            write_parquet(spark.score_raw(raw_dir, pinned, settings), path)
+            log.info("score: on Spark (%s), %s", settings.master, resolved.pinned)
+            write_parquet(spark.score_raw(raw_dir, resolved.pinned, settings), path)
         scored_ids.update(pd.read_parquet(path, columns=["source_id"])["source_id"].tolist())
     else:
         progress = _progress(n_stars)
@@ -193,25 +196,6 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
              "catalogue %s", metrics["n_stars"], metrics["n_ok"], metrics["n_in_domain"],
              metrics["n_stars"] - metrics["n_ok"], out_dir / "catalogue.parquet")
     return metrics
-
-
-def _load(uri: str):
-    """(pyfunc model, registered version) of a `models:/name@alias` (or /version) URI."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = "?"
-        if uri.startswith("models:/") and "@" in uri:
-            name, alias = uri.removeprefix("models:/").split("@", 1)
-            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
-            uri = f"models:/{name}/{version}"
-        elif uri.startswith("models:/"):
-            version = uri.rsplit("/", 1)[-1]
-        return mlflow.pyfunc.load_model(uri), str(version)
-    except MlflowException as exc:
-        raise FileNotFoundError(f"cannot load {uri} from the registry ({str(exc)[:200]}); run "
-                                "`rrlfeh register` (dvc repro register)") from exc
 
 
 def _without_epochs(rejected: pd.DataFrame, stars: pd.DataFrame,

@@ -332,8 +332,8 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
     """Cut, score and compare; write the predictions, the metrics and the figure."""
     from rrlfeh import config
     from rrlfeh.lightcurve.features import fit_knobs
+    from rrlfeh.serving.model_uri import load
     from rrlfeh.sparse_plots import error_vs_epochs
-    from rrlfeh.stages.score import _load
     from rrlfeh.training.tracking import TrackingSettings, setup_tracking
 
     s = Settings.from_params(config.section(params, "sparse"))
@@ -349,7 +349,9 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
              ", ".join(f"{v} {k}" for k, v in sorted(inp.n_test.items())))
     setup_tracking(TrackingSettings.from_params(config.section(params, "tracking"), root))
     uri = str(config.section(params, "score")["model_uri"])
-    champion, version = _load(uri)
+    champion, resolved = load(uri)
+    version = resolved.version
+    log.info("sparse: champion %s", resolved.describe())
     settings = champion.unwrap_python_model().model.settings
     bands, bands_note = _bands(s, acq, champion, inp)
     files = [acq.out_dir / "epochs.parquet", acq.out_dir / "stars.parquet",

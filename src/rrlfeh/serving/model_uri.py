@@ -1,0 +1,53 @@
+"""One resolver of the model a command scores with: `models:/name@alias` pinned to the version
+the alias points at now (so a whole run, and every Spark executor, uses one version even if
+the alias moves), with the version named for the logs and the outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The URI asked for, the URI loaded (`models:/name/<version>`) and the version ('?' for a
+    path or a run URI, which have none)."""
+
+    uri: str
+    pinned: str
+    version: str
+
+    def describe(self) -> str:
+        """'models:/rrl-feh@champion (version 3)', for a log line."""
+        return self.uri if self.version == "?" else f"{self.uri} (version {self.version})"
+
+
+def resolve(uri: str) -> ResolvedModel:
+    """The registry version behind `uri`; FileNotFoundError naming the URI when the registry
+    has no such model or alias."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/"):
+        return ResolvedModel(uri, uri, "?")
+    name, _, rest = uri.removeprefix("models:/").partition("@")
+    try:
+        if rest:
+            version = str(mlflow.MlflowClient().get_model_version_by_alias(name, rest).version)
+            return ResolvedModel(uri, f"models:/{name}/{version}", version)
+    except MlflowException as exc:
+        raise FileNotFoundError(f"cannot load {uri} from the registry ({str(exc)[:200]}); run "
+                                "`rrlfeh register` (dvc repro register)") from exc
+    return ResolvedModel(uri, uri, uri.rsplit("/", 1)[-1])
+
+
+def load(uri: str):
+    """(the pyfunc model, its ResolvedModel) of `uri`, loaded at the pinned version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    model = resolve(uri)
+    try:
+        return mlflow.pyfunc.load_model(model.pinned), model
+    except MlflowException as exc:
+        raise FileNotFoundError(f"cannot load {uri} from the registry ({str(exc)[:200]}); run "
+                                "`rrlfeh register` (dvc repro register)") from exc
