@@ -2,6 +2,7 @@
 #   make repro   set up .venv from the pinned lock, then run the pipeline (dvc repro) on the embedded default
 #   make test    set up .venv (with the Spark extra), then run ruff and the whole test suite
 #   make ui      the MLflow UI of the project's tracking store on http://127.0.0.1:5000
+#   make serve   the champion behind `mlflow models serve` on http://127.0.0.1:5001/invocations
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SPARK  := $(VENV)/.spark-installed
 
-.PHONY: setup setup-spark repro realdata dg22 test lint bench ui clean
+.PHONY: setup setup-spark repro realdata dg22 test lint bench ui serve clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +43,7 @@ repro: setup
 define experiment
 	@test -f ../shared/data/$(2) || { echo "make $(1): needs ../shared/data/$(2) beside the \
 	repository"; exit 1; }
-	-@$(BIN)/dvc exp remove $(1) >/dev/null 2>&1
+	@$(BIN)/dvc exp remove $(1) >/dev/null 2>&1 || true  # a rerun replaces it (quietly)
 	$(BIN)/dvc exp run -n $(1) $$(sed -e '/^#/d' -e '/^$$/d' -e 's/^/-S /' experiments/$(3).params)
 	@$(BIN)/rrlfeh summary
 endef
@@ -71,6 +72,12 @@ bench: setup setup-spark
 UI_PORT ?= 5000
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db -h 127.0.0.1 -p $(UI_PORT)
+
+SERVE_PORT ?= 5001
+MODEL ?= models:/rrl-feh@champion
+serve: setup
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(BIN)/mlflow models serve -m $(MODEL) \
+	  --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 clean:
 	rm -rf $(VENV)
