@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SPARK  := $(VENV)/.spark-installed
 
-.PHONY: setup setup-spark repro realdata dg22 test lint bench ui serve clean
+.PHONY: setup setup-spark repro realdata dg22 compare test lint bench ui serve clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ realdata: setup
 
 dg22: setup
 	$(call experiment,dg22,dg22/lc_dev_g.tar.gz,dg22)
+
+# the headline of the default run and the experiments side by side (reports/headline.json)
+compare: setup
+	@$(BIN)/rrlfeh compare
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

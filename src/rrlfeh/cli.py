@@ -123,6 +123,16 @@ def _summary(args: argparse.Namespace) -> None:
     print(summary.render(Path(args.params).resolve().parent, params))
 
 
+def _compare(args: argparse.Namespace) -> None:
+    import shutil
+    import sys
+
+    from rrlfeh.compare import show
+
+    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+    print(show(Path(args.params).resolve().parent, dvc))
+
+
 def _predict(args: argparse.Namespace) -> None:
     from rrlfeh.serving import predict
 
@@ -187,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--jobs", type=int, default=1,
                     help="processes for the period search of stars sent without a period")
     sp.set_defaults(func=_predict)
+    what = "the headline of every run (workspace, commit, named experiments), side by side"
+    sp = sub.add_parser("compare", help=what, description=f"rrlfeh compare: {what}")
+    sp.add_argument("--params", default="params.yaml", help="params file (its folder: the project)")
+    sp.set_defaults(func=_compare)
     what = "Table 1 per type, the classical relation, the champion"
     sp = sub.add_parser("summary", help=what, description=f"rrlfeh summary: {what}")
     sp.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")

@@ -27,6 +27,7 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.evaluation import Stars, baseline_row, coverage, error_by_epochs
+from rrlfeh.headline import headline
 from rrlfeh.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -628,6 +629,10 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
     sparse = _sparse_metrics(root, md_path, files_dir)
     write_text(render(r["name"], types, bands, catalogue, figs, context, peer, sparse), md_path)
     write_json(metrics, metrics_path)
+    register_json = root / "reports" / "register.json"
+    write_json(headline(metrics, sparse, json.loads(register_json.read_text())
+                        if register_json.exists() else None),
+               root / "reports" / "headline.json")
     for kind, t in metrics.items():
         if isinstance(t, dict) and "served" in t and "test_rmse" in t["served"]:
             log.info("%s: served %s, test RMSE %.3f (relation %.3f), out of fold %.3f "
