@@ -1,0 +1,47 @@
+"""The commands the README and docs/ show exist: every `make <target>` is a Makefile target,
+every `rrlfeh <command>` a subcommand, every docs/ link a file, and the front page stays short."""
+
+from __future__ import annotations
+
+import re
+
+from rrlfeh.cli import build_parser
+
+from conftest import REPO
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def code(text: str) -> str:
+    """The code of a page: its fenced blocks and `inline` spans."""
+    blocks = re.findall(r"```[^\n]*\n(.*?)```", text, re.S)
+    rest = re.sub(r"```.*?```", "", text, flags=re.S)
+    return "\n".join(blocks + re.findall(r"`([^`\n]+)`", rest))
+
+
+def shown(pattern: str) -> set[str]:
+    found: set[str] = set()
+    for page in PAGES:
+        found |= set(re.findall(pattern, code(page.read_text())))
+    return found
+
+
+def test_every_make_target_shown_exists():
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", makefile, re.M))
+    used = shown(r"\bmake ([a-z][a-z0-9-]*)")
+    assert used and not used - targets, sorted(used - targets)
+
+
+def test_every_rrlfeh_command_shown_exists():
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    used = shown(r"\brrlfeh ([a-z][a-z0-9]*)\b")
+    assert {"predict", "compare", "summary"} <= used
+    assert not used - commands, sorted(used - commands)
+
+
+def test_links_between_pages_reach_files_and_the_front_page_is_short():
+    for page in PAGES:
+        for target in re.findall(r"\]\(((?:docs/)?[\w/.-]+\.md)\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
+    assert len((REPO / "README.md").read_text().splitlines()) <= 150
