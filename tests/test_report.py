@@ -48,6 +48,9 @@ def test_coverage_and_error_by_epochs_count_what_they_say():
     assert c == {"within_1sigma": 0.6, "within_2sigma": 0.8, "n": 5}  # |z| 0.25 .75 1.25 2.5 .5
     table = error_by_epochs(np.array([20, 35, 55, 60, 80]), res, [0, 50, 70, 1000], sigma)
     assert table["n"].tolist() == [2, 2, 1]
+    assert table["epochs"].tolist() == ["0-49", "50-69", "70-999"]
+    open_end = error_by_epochs(np.array([20, 80]), res[:2], [0, 70, 100_000])
+    assert open_end["epochs"].tolist() == ["0-69", "70+"]
     assert table["rmse"][0] == pytest.approx(np.sqrt((0.05**2 + 0.15**2) / 2))
     assert table["bias"][1] == pytest.approx((0.25 - 0.5) / 2)
     assert table["within_1sigma"].tolist() == [1.0, 0.0, 1.0]

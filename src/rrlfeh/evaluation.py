@@ -60,6 +60,9 @@ def coverage(residual: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
             "n": int(z.size)}
 
 
+OPEN_EPOCHS = 10_000  # an upper edge this high is no edge: the bin reads "70+"
+
+
 def error_by_epochs(n_epochs: np.ndarray, residual: np.ndarray, edges: Sequence[int],
                     sigma: np.ndarray | None = None) -> pd.DataFrame:
     """RMSE, bias and (with `sigma`) the 1-sigma coverage in bins of the number of epochs."""
@@ -67,7 +70,8 @@ def error_by_epochs(n_epochs: np.ndarray, residual: np.ndarray, edges: Sequence[
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         m = (n_epochs >= lo) & (n_epochs < hi)
-        row = {"epochs": f"{lo}-{hi - 1}", "n": int(m.sum()),
+        label = f"{lo}+" if hi >= OPEN_EPOCHS else f"{lo}-{hi - 1}"  # the open last bin
+        row = {"epochs": label, "n": int(m.sum()),
                "rmse": float(np.sqrt(np.mean(residual[m] ** 2))) if m.any() else float("nan"),
                "bias": float(np.mean(residual[m])) if m.any() else float("nan")}
         if sigma is not None:

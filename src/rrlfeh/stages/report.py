@@ -333,6 +333,11 @@ def _relation_text(rel: Mapping[str, Any]) -> str:
                                    for v, f in zip(c[1:], rel["features"], strict=True))
 
 
+def _held(table: pd.DataFrame) -> pd.DataFrame:
+    """The bins of an error-by-epochs table that hold stars (empty ones say nothing)."""
+    return table[table["n"] > 0]
+
+
 def _sparse_metrics(root: Path, md_path: Path, files_dir: Path) -> dict[str, Any] | None:
     """reports/sparse.json (stage `sparse`) with its figure copied beside the page's own (so
     each experiment's page keeps its figure) and that copy's path from the page; None when the
@@ -479,8 +484,9 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                           f"served model R² {p['kept']['r2']:.3f}, RMSE {p['kept']['rmse']:.3f}; "
                           f"relation R² {p['plane_kept']['r2']:.3f}, RMSE "
                           f"{p['plane_kept']['rmse']:.3f}.")
-            md += ["", "Test split:", "", _frame_md(t["error_by_epochs_test"]), "",
-                   "Out of fold (all training stars):", "", _frame_md(t["error_by_epochs_oof"]),
+            md += ["", "Test split:", "", _frame_md(_held(t["error_by_epochs_test"])), "",
+                   "Out of fold (all training stars):", "",
+                   _frame_md(_held(t["error_by_epochs_oof"])),
                    ""]
         if kind in figures:
             md += [f"![{kind} error against epochs]({figures[kind]})", ""]
