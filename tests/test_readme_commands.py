@@ -3,6 +3,7 @@ every `rrlfeh <command>` a subcommand, every docs/ link a file, and the front pa
 
 from __future__ import annotations
 
+import json
 import re
 
 from rrlfeh.cli import build_parser
@@ -45,3 +46,19 @@ def test_links_between_pages_reach_files_and_the_front_page_is_short():
         for target in re.findall(r"\]\(((?:docs/)?[\w/.-]+\.md)\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name}: {target}"
     assert len((REPO / "README.md").read_text().splitlines()) <= 150
+
+
+def test_the_served_answer_shown_is_strict_json_with_the_output_columns():
+    from rrlfeh.serving.pipeline import OUTPUT_COLUMNS
+
+    text = (REPO / "docs" / "using.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", text, re.S)
+    assert blocks
+
+    def refuse(token):
+        raise ValueError(token)
+
+    for block in blocks:
+        answer = json.loads(block, parse_constant=refuse)
+        for row in answer["predictions"]:
+            assert list(row) == list(OUTPUT_COLUMNS)
