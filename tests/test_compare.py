@@ -62,6 +62,8 @@ def test_compare_shows_the_commit_and_each_experiment_in_one_screen(project: Pat
     assert rows["RRab test_rmse"][col["gaia-dr3"]] == "0.100"
     assert rows["RRab test_rmse"][col["dg22"]] == "0.150"
     assert max(map(len, lines)) <= 100 and len(lines) <= 40  # a screen
+    figures = [line.split()[0] for line in lines[2:]]
+    assert figures[0] == "model" and figures.index("RRab") < figures.index("RRc")
 
 
 def test_headline_is_table1_the_line_sparse_and_the_version():
@@ -76,7 +78,7 @@ def test_headline_is_table1_the_line_sparse_and_the_version():
     h = headline(report, sparse, {"model_name": "rrl-feh", "version": 4, "promoted": False,
                                   "champion_version": 2})
     assert h["model"] == "rrl-feh v2"  # not promoted: the champion still serves
-    assert h["RRab"] == {"n_train": 10, "n_test": 3, "oof_rmse": 0.1111, "oof_r2": 0.9,
+    assert h["RRab"] == {"oof_rmse": 0.1111, "oof_r2": 0.9,
                          "test_rmse": 0.08, "test_r2": 0.96, "line_test_rmse": 0.081,
                          "test_1sigma": 0.7, "n20_rmse": 0.22, "n20_line_rmse": 0.4,
                          "n25_rmse": 0.2, "n25_line_rmse": 0.29}

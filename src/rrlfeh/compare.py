@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rrlfeh.headline import FIELDS
+
 HEADLINE = "reports/headline.json"
 
 
@@ -51,6 +53,14 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _reading_order(row: str) -> tuple[int, str, int]:
+    """The model first, then type by type the headline's FIELDS in order, anything else last."""
+    if " " not in row:
+        return (0, row, 0)
+    kind, field = row.split(" ", 1)
+    return (1, kind, FIELDS.index(field) if field in FIELDS else len(FIELDS))
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return "-"
@@ -62,7 +72,7 @@ def _cell(v: Any) -> str:
 def table(columns: Mapping[str, Mapping[str, Any]], width: int = 14) -> str:
     """One column a run, one row a figure (in the order first met), cells cut to `width`."""
     flat = {name: flatten(h) for name, h in columns.items()}
-    rows = list(dict.fromkeys(k for f in flat.values() for k in f))
+    rows = sorted(dict.fromkeys(k for f in flat.values() for k in f), key=_reading_order)
     label = max([len("figure"), *map(len, rows)])
     names = [n[:width] for n in flat]
     lines = ["figure".ljust(label) + "".join(f"  {n:>{width}}" for n in names),

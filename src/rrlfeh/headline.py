@@ -1,7 +1,8 @@
 """The run's headline figures, the one DVC metrics file (`reports/headline.json`): per type,
 Table 1 of the served model (K-fold out of fold and test split, RMSE and R²), the line's test
 RMSE on the same stars, the sparse curves at 20 and 25 epochs against the line, ±1σ coverage;
-and the champion's version. Every other figure stays in the stages' own reports."""
+and the champion's version. Every other figure (the star counts too) stays in the stages' own
+reports, so that `dvc metrics show` stays a line a run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 
 SPARSE_CUTS = ("20", "25")   # the epoch counts of the headline (issue: where the line fails)
 DIGITS = 4
+# a type's figures, in reading order (`rrlfeh compare` shows them so; the file is key-sorted)
+FIELDS = ("oof_rmse", "oof_r2", "test_rmse", "test_r2", "line_test_rmse",
+          *(f"n{c}_{m}" for c in SPARSE_CUTS for m in ("rmse", "line_rmse")), "test_1sigma")
 
 
 def _r(v: Any) -> Any:
@@ -32,8 +36,7 @@ def headline(report: Mapping[str, Any], sparse: Mapping[str, Any] | None,
             out[kind] = {"skipped": str(m["skipped"])[:80]}
             continue
         s, rel = m["served"], m.get("relation", {})
-        row = {"n_train": m.get("n_train"), "n_test": m.get("n_test"),
-               "oof_rmse": _r(s.get("oof_rmse")), "oof_r2": _r(s.get("oof_r2")),
+        row = {"oof_rmse": _r(s.get("oof_rmse")), "oof_r2": _r(s.get("oof_r2")),
                "test_rmse": _r(s.get("test_rmse")), "test_r2": _r(s.get("test_r2")),
                "line_test_rmse": _r(rel.get("test_rmse")),
                "test_1sigma": _r(m.get("coverage_test", {}).get("within_1sigma"))}
