@@ -59,7 +59,7 @@ def test_dvc_metrics_are_the_headline_alone(workdir: Path):
     files = {f for v in json.loads(res.stdout).values() for f in v["data"]}
     assert files == {"reports/headline.json"}
     shown = run(["dvc", "metrics", "show"], workdir).stdout
-    assert max(map(len, shown.splitlines())) < 400, shown[:800]
+    assert max(map(len, shown.splitlines())) < 450, shown[:800]  # it was 6,827 characters
     assert "RRab.test_rmse" in shown and "RRc.n25_rmse" in shown
 
 
