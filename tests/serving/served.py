@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import requests
 
+from rrlfeh.serving.pipeline import OUTPUT_COLUMNS
+
 from conftest import BIN, REPO, project_env
 
 REQUESTS = REPO / "tests" / "data" / "requests"
@@ -144,8 +146,11 @@ def strict_json(text: str):
 
 
 def predictions(resp: requests.Response) -> pd.DataFrame:
-    """The served output table (one row a star), read with a strict JSON parser."""
-    return pd.DataFrame(strict_json(resp.text)["predictions"])
+    """The served output table (one row a star), read with a strict JSON parser; a JSON null in
+    a float column (a star not scored) reads as NaN, as a client's typed reader does."""
+    out = pd.DataFrame(strict_json(resp.text)["predictions"])
+    floats = [c for c, d in OUTPUT_COLUMNS.items() if d == "float64" and c in out]
+    return out.astype({c: "float64" for c in floats})
 
 
 def one_line_error(resp: requests.Response, max_len: int = 400) -> str:
