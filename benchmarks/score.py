@@ -290,7 +290,7 @@ def score_mode(model, epochs: pd.DataFrame, stars: pd.DataFrame, ids: np.ndarray
                chunk_stars: int, timers: Timers, params: dict | None = None
                ) -> dict[str, Any]:
     """Score `ids` chunk by chunk as the score stage does; seconds of each part."""
-    from rrlfeh.stages.score import request_frame
+    from rrlfeh.serving.inputs import request_frame
 
     timers.reset()
     cut = join = predict = 0.0
@@ -719,7 +719,7 @@ def run_all(args, tmp: Path) -> None:
     print_breakdown(a, b, t_read, epochs["source_id"].nunique(), results)
 
     if not args.skip_serving:
-        from rrlfeh.stages.score import request_frame
+        from rrlfeh.serving.inputs import request_frame
 
         first = next(star_chunks(epochs, cat_ids, max(args.latency_requests, 50)))
         bodies = one_star_bodies(request_frame(first, known), args.latency_requests)

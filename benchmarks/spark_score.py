@@ -60,7 +60,8 @@ def in_process(raw: Path, uri: str, chunk_stars: int) -> tuple[pd.DataFrame, flo
     """(result, seconds to load the model, seconds to score every star) as the local engine."""
     import mlflow
 
-    from rrlfeh.stages.score import epoch_chunks, request_frame
+    from rrlfeh.serving.inputs import request_frame
+    from rrlfeh.stages.score import epoch_chunks
 
     t0 = time.perf_counter()
     model = mlflow.pyfunc.load_model(uri)

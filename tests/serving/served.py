@@ -174,7 +174,8 @@ def raw_request(project: Path, ids: list[int], star_values: bool = True) -> pd.D
     and type when `star_values`, without them (derived by the server) otherwise."""
     import pyarrow.parquet as pq
 
-    from rrlfeh.stages.score import STAR_FIELDS, request_frame
+    from rrlfeh.serving.inputs import request_frame
+    from rrlfeh.stages.score import STAR_FIELDS
 
     raw = project / "data" / "raw"
     stars = pd.read_parquet(raw / "stars.parquet", columns=list(STAR_FIELDS))

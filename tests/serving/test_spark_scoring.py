@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rrlfeh.stages.score import request_frame
+from rrlfeh.serving.inputs import request_frame
 
 from conftest import BIN, REPO, run
 

@@ -12,7 +12,7 @@ training, scoring, serving and the baselines see the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -87,11 +87,13 @@ def uses_period(channels: Sequence[str]) -> bool:
     return channels[1] == CHANNELS[1] or "period_d" in channels
 
 
-def network_input(pc: ProcessedCurves, channels: Sequence[str] = CHANNELS) -> np.ndarray:
-    """(N, n_points, len(channels)) float32 in the order of `channels`."""
+def network_input(pc: ProcessedCurves, channels: Sequence[str] = CHANNELS,
+                  values: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """(N, n_points, len(channels)) float32 in the order of `channels`; `values`: the curves'
+    `star_values` when the caller has them already (computed here otherwise)."""
     channels = check_channels(channels)
     n, steps = pc.curves.shape
-    per_star = star_values(pc) if len(channels) > 2 else {}
+    per_star = {} if len(channels) <= 2 else star_values(pc) if values is None else values
     out = np.empty((n, steps, len(channels)), np.float32)
     out[..., 0] = pc.curves
     out[..., 1] = pc.time_in_cycle if channels[1] == CHANNELS[1] else pc.phase_grid[None, :]

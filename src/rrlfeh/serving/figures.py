@@ -70,9 +70,17 @@ def sky_map(cat: pd.DataFrame, path: Path) -> Path:
                         vmin=-2.5, vmax=0.0, rasterized=True)
         fig.colorbar(sc, ax=ax, orientation="horizontal", pad=0.08, fraction=0.05,
                      label="[Fe/H] (dex)")
-    ax.set_xticklabels([])
+    ticks = np.array([-120, -60, 0, 60, 120])  # map x, degrees; l = -x (mod 360)
+    ax.set_xticks(np.radians(ticks))
+    ax.set_xticklabels([f"{(-t) % 360}°" for t in ticks], fontsize=8)
+    for label in ax.get_xticklabels():
+        label.set_bbox({"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"{len(cat)} scored stars (Galactic coordinates)", pad=12)
+    ax.set_title(f"{len(cat)} scored stars (Galactic l, b; l = 0° at the centre, growing to "
+                 "the left)", pad=12, fontsize=10)
+    ax.text(0.5, -0.02, "Only the stars of the input are shown: an extract that covers part of "
+            "the sky leaves the rest empty.", transform=ax.transAxes, ha="center", va="top",
+            fontsize=7, alpha=0.8)
     return _save(fig, path)
 
 

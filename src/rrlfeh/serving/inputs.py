@@ -116,6 +116,21 @@ def read_request(frame: pd.DataFrame) -> Request:
                    problems={k: "; ".join(v) for k, v in problems.items()}, bands=bands)
 
 
+def request_frame(epochs: pd.DataFrame, stars: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's long form of epochs (schema.EPOCHS rows) with the catalogue's per-star
+    period, epoch of maximum and type: the request the stages send the model."""
+    per_star = stars.set_index("source_id")[["period", "epoch_max", "type"]]
+    joined = per_star.reindex(epochs["source_id"].to_numpy())
+    return pd.DataFrame({
+        "source_id": epochs["source_id"].to_numpy(np.int64), "time": epochs["time"].to_numpy(),
+        "mag": epochs["mag"].to_numpy(), "flux": epochs["flux"].to_numpy(),
+        "flux_error": epochs["flux_error"].to_numpy(), "rejected": epochs["rejected"].to_numpy(),
+        "period": joined["period"].to_numpy(float),
+        "epoch_max": joined["epoch_max"].to_numpy(float),
+        "type": joined["type"].astype(object).where(joined["type"].notna(), None).to_numpy(),
+    })
+
+
 def signature_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with its column names as the model's signature spells them (lower case), values
     unchanged: MLflow's schema check drops a column the signature does not name (`MAG`) before

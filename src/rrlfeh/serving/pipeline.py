@@ -222,11 +222,12 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
             _relation_alone(e, rej, where, out, status, notes, ens, knobs["fourier"])
     if len(pc) == 0:
         return
-    mean, spread = ens.predict(network_input(pc, ens.manifest.get("channels", CHANNELS)),
+    values = star_values(pc)  # once: the network's per-star channels and the relation's inputs
+    mean, spread = ens.predict(network_input(pc, ens.manifest.get("channels", CHANNELS), values),
                                batch_size=int(model.settings["batch_size"]), fused=True)
     if "stack" in ens.manifest:  # what the gate chose, per bin of epoch counts
         mean, weight = served_predict(ens.manifest["stack"], ens.manifest["relation"], mean,
-                                      relation_values(star_values(pc)), pc.n_epochs)
+                                      relation_values(values), pc.n_epochs)
         spread = weight * spread
     at = where.reindex(pc.source_id).to_numpy()
     out.loc[at, "feh"] = mean

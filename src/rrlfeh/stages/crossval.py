@@ -58,34 +58,6 @@ def relation_on_folds(data, results: list[dict[str, Any]]) -> tuple[dict[str, An
     return rel, rel.pop("oof")
 
 
-MIN_OWN_CURVES = 10  # a bin with this many stars' own curves is chosen on them (full_curve_bins)
-
-
-def full_curve_bins(data, stack: dict[str, Any], network_oof: np.ndarray, line_oof: np.ndarray,
-                    served_oof: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    """The bins that hold stars' own curves serve the line, with one network weight chosen on
-    all the stars' own curves of those bins together: a label is the line of the φ31 of the
-    star's own epochs, so on a full curve the line is what the label is, whatever its number of
-    epochs; a bin plane fitted on copies only adds noise there (real DR3: 0.089 against the
-    line's 0.082 on the test split when bins of 30-45 epochs served planes), and a weight per
-    bin, chosen on a few dozen curves, is noise too. Applied on top of `served.choose_served`."""
-    from rrlfeh.training.baseline import rmse
-    from rrlfeh.training.served import _best_weight, bin_index
-
-    own, served_oof = ~data.is_copy, served_oof.copy()
-    b = bin_index(data.n_epochs, stack["edges"])
-    full = [i for i in range(len(stack["bins"])) if ((b == i) & own).sum() >= MIN_OWN_CURVES]
-    mine = np.isin(b, full) & own
-    w, _ = _best_weight(data.y[mine], network_oof[mine], line_oof[mine]) if full else (0, 0)
-    for i in full:
-        e, rows = stack["bins"][i], b == i
-        served_oof[rows] = w * network_oof[rows] + (1 - w) * line_oof[rows]
-        e.pop("coef", None)
-        e.update(relation="line", weight=w, chosen_on="the stars' own curves",
-                 oof_rmse=rmse(data.y[rows], served_oof[rows]))
-    return stack, served_oof
-
-
 def served_summary(data, stack: dict[str, Any], network_oof: np.ndarray, rel_oof: np.ndarray,
                    served_oof: np.ndarray) -> dict[str, Any]:
     """The per-bin stack with what the gate and the tags read, on the stars' own curves: what
@@ -123,7 +95,6 @@ def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
     edges = epoch_edges(copy_sizes if data.is_copy.any() else ())
     stack, served_all = choose_served(data, oof_all.mean(axis=0), rel_oof, folds, edges,
                                       relation)
-    stack, served_all = full_curve_bins(data, stack, oof_all.mean(axis=0), rel_oof, served_all)
     stack = served_summary(data, stack, oof_all.mean(axis=0), rel_oof, served_all)
     table = pd.DataFrame({"source_id": data.source_id, "copy": data.copy, "feh": data.y,
                           "weight": data.weights, "n_epochs": data.n_epochs,

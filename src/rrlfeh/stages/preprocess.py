@@ -41,15 +41,16 @@ def curve_arrays(pc: ProcessedCurves, channels: Sequence[str] = CHANNELS
                  ) -> dict[str, np.ndarray]:
     """The per-curve arrays of processed curves: X (network input, `channels` per step) and the
     per-star values the baselines, the domain and the figures read."""
+    values = star_values(pc)
     return {
-        "X": network_input(pc, channels), "source_id": pc.source_id,
+        "X": network_input(pc, channels, values), "source_id": pc.source_id,
         "period": pc.period, "amplitude": pc.amplitude, "mean_mag": pc.mean_mag,
         "std_mag": pc.std_mag, "n_epochs": pc.n_epochs, "n_clipped": pc.n_clipped,
         "spline_log10_lam": pc.log10_lam,
         "spline_edf": pc.edf, "spline_resid_rms": pc.resid_rms, "spline_gcv": pc.gcv,
         "max_phase_gap": pc.max_phase_gap, "phase_shift": pc.phase_shift,
         # the per-star features as the network's channels carry them (the baselines' inputs)
-        **{f"star_{k}": v for k, v in star_values(pc).items() if k != "period_d"},
+        **{f"star_{k}": v for k, v in values.items() if k != "period_d"},
         "fourier_harmonics": pc.fourier_harmonics,
     }
 

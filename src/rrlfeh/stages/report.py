@@ -125,7 +125,8 @@ def type_report(kind: str, root: Path, params: Mapping[str, Any],
     out: dict[str, Any] = {"n_train": len(train), "n_test": len(test), "baselines": rows,
                            "network": network, "served": served, "relation": relation,
                            "paper_gru": paper, "stack": stack, "phi31_measured": measured,
-                           "relation_fit": cv_metrics["relation"]}
+                           "relation_fit": cv_metrics["relation"],
+                           "error_bins": manifest.get("error_bins")}
     if tp is not None and len(tp):
         from rrlfeh.training.metrics import regression_metrics
 
@@ -296,6 +297,23 @@ def _frame_md(df: pd.DataFrame) -> str:
         lines.append("| " + " | ".join(_cell(v) if isinstance(v, float) else str(v)
                                        for v in r) + " |")
     return "\n".join(lines)
+
+
+def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
+    """The calibration of feh_std per bin of epoch counts (the manifest's `error_bins`): the
+    residual scatter added and the out-of-fold coverage it gives."""
+    if not eb or "coverage_oof" not in eb:
+        return []
+    md = ["| epochs | curves (out of fold) | s (dex) | within ±1 feh_std | within ±2 |",
+          "|---|---|---|---|---|"]
+    edges = eb["edges"]
+    for i, (s, c) in enumerate(zip(eb["sigma"], eb["coverage_oof"], strict=True)):
+        hi = "" if edges[i + 1] >= 1e5 else f"{edges[i + 1]:g}"
+        if c is None:
+            continue
+        md.append(f"| {edges[i]:g}–{hi} | {c['n']} | {s:.3f} | "
+                  f"{100 * c['within_1sigma']:.1f} % | {100 * c['within_2sigma']:.1f} % |")
+    return [*md, ""]
 
 
 def _table1_row(row: Mapping[str, Any]) -> str:
@@ -470,10 +488,11 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
             md += ["### Uncertainties", "",
                    f"Test residuals within ±1 feh_std: {100 * c['within_1sigma']:.1f} % "
                    f"(Gaussian 68.3 %), within ±2: {100 * c['within_2sigma']:.1f} % (95.4 %), "
-                   f"{c['n']} stars. feh_std = the members' spread and the out-of-fold residual "
-                   "scatter it does not explain, which falls with the number of epochs N "
-                   "(floor² + scale² · 50 / N, fitted on the out-of-fold residuals), in "
-                   "quadrature (`train`).", ""]
+                   f"{c['n']} stars. feh_std = the members' spread and a residual scatter s "
+                   "in quadrature, s set per bin of epoch counts so that 68.3 % of the bin's "
+                   "out-of-fold residuals (training stars and their sparse copies) lie within "
+                   "±1 feh_std: a conformal calibration (`train`).", ""]
+            md += _error_bins_table(t.get("error_bins"))
         if "paper_cut" in t:
             p = t["paper_cut"]
             md += ["### Error against the number of epochs (paper Fig. 7)", "",

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.io import write_json, write_parquet
+from rrlfeh.serving.inputs import request_frame
 from rrlfeh.serving.model_uri import load, resolve
 
 log = logging.getLogger(__name__)
@@ -60,20 +61,6 @@ def epoch_chunks(path: Path, chunk_stars: int, batch_rows: int = 200_000
         both = pd.concat(pending, ignore_index=True)
         if len(both):
             yield both
-
-
-def request_frame(epochs: pd.DataFrame, stars: pd.DataFrame) -> pd.DataFrame:
-    """The pyfunc's long form: epochs with the catalogue's per-star period, epoch, type."""
-    per_star = stars.set_index("source_id")[["period", "epoch_max", "type"]]
-    joined = per_star.reindex(epochs["source_id"].to_numpy())
-    return pd.DataFrame({
-        "source_id": epochs["source_id"].to_numpy(np.int64), "time": epochs["time"].to_numpy(),
-        "mag": epochs["mag"].to_numpy(), "flux": epochs["flux"].to_numpy(),
-        "flux_error": epochs["flux_error"].to_numpy(), "rejected": epochs["rejected"].to_numpy(),
-        "period": joined["period"].to_numpy(float),
-        "epoch_max": joined["epoch_max"].to_numpy(float),
-        "type": joined["type"].astype(object).where(joined["type"].notna(), None).to_numpy(),
-    })
 
 
 def folded_chunks(path: Path, kind: str, chunk_stars: int) -> Iterator[pd.DataFrame]:

@@ -123,7 +123,7 @@ def request(chosen: pd.DataFrame, subsets: pd.DataFrame, stars: pd.DataFrame,
     """The pyfunc's long form of the subsets (each subset a star: source_id = subset_id), with
     the star's period, epoch_max and type (`with_period`) or without them (`without_period`,
     then with `bands`' BP/RP rows of the chosen transits, and a `band` column)."""
-    from rrlfeh.stages.score import request_frame
+    from rrlfeh.serving.inputs import request_frame
 
     per_subset = stars.set_index("source_id").reindex(subsets["source_id"].to_numpy())
     per_subset = per_subset.reset_index(drop=True).assign(

@@ -1,6 +1,6 @@
 """The classical baseline and the served combination: a linear [Fe/H] relation in the per-star
 features the network sees, chosen and fitted on the training folds, and the stack of relation
-and network whose weight is chosen out of fold.
+and network (its weight chosen out of fold per bin of epochs in `rrlfeh.training.served`).
 
 Features come from the training arrays (`TrainingSet.phi31`, `.r21`: the Fourier fit of each
 star's own epochs, `rrlfeh.lightcurve.features`, as `preprocess.network_input.star_values` puts
@@ -100,31 +100,6 @@ def choose_relation(data, folds: Sequence[tuple[int, np.ndarray, np.ndarray]]
     return {"form": best, "features": list(FORMS[best]),
             "coef": [float(c) for c in fit.coef_], "oof": scored[best][0],
             "per_fold": scored[best][1], "rmse_by_form": by_form}
-
-
-def choose_stack(y: np.ndarray, network_oof: np.ndarray,
-                 relation_oof_pred: np.ndarray) -> dict[str, Any]:
-    """The network's weight w in w·network + (1 − w)·relation minimising out-of-fold RMSE (grid
-    STACK_STEP), and what is served: 'network' (w = 1), 'relation' (w = 0) or 'stack', with the
-    reason. The relation is w = 0, so the served model is never worse than it out of fold."""
-    grid = np.round(np.arange(0.0, 1.0 + STACK_STEP / 2, STACK_STEP), 10)
-    scores = [rmse(y, w * network_oof + (1 - w) * relation_oof_pred) for w in grid]
-    w = float(grid[int(np.argmin(scores))])
-    net, rel, best = rmse(y, network_oof), rmse(y, relation_oof_pred), float(min(scores))
-    served = "network" if w == 1.0 else "relation" if w == 0.0 else "stack"
-    why = {"network": f"the network alone is best out of fold (RMSE {net:.4f} <= relation "
-                      f"{rel:.4f} and every stack)",
-           "relation": f"the network adds nothing out of fold (relation RMSE {rel:.4f}, "
-                       f"network {net:.4f}): the relation is served",
-           "stack": f"{w:.2f} network + {1 - w:.2f} relation: out-of-fold RMSE {best:.4f} "
-                    f"(network {net:.4f}, relation {rel:.4f})"}[served]
-    return {"weight": w, "served": served, "reason": why, "oof_rmse": best,
-            "network_oof_rmse": net, "relation_oof_rmse": rel}
-
-
-def combine(network: np.ndarray, relation: np.ndarray, weight: float) -> np.ndarray:
-    """The served prediction: weight·network + (1 − weight)·relation."""
-    return weight * np.asarray(network, float) + (1.0 - weight) * np.asarray(relation, float)
 
 
 def relation_predict(relation: Mapping[str, Any], values: Mapping[str, np.ndarray]
