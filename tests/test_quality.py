@@ -214,3 +214,35 @@ def test_suite_builders_state_the_cuts_from_their_knobs():
         build_cuts_suite(max_amplitude=float("nan"))
     with pytest.raises(ValueError, match="RRd"):
         build_cuts_suite(types=("RRd",))
+
+
+def test_data_docs_show_the_cuts_passing_on_the_kept_stars(handmade_result):
+    """The cuts reject stars by design: the Data Docs show the suite on the kept stars, where
+    it passes, not a 'Failed' page listing every rejected row."""
+    pages = list(handmade_result.docs_index.parent.glob("validations/rrlfeh_cuts/**/*.html"))
+    html = pages[0].read_text()
+    assert "Succeeded" in html and "Failed" not in html.replace("Failed Only", "")  # a filter
+    suites = handmade_result.counts["suites"]
+    assert set(suites) == {"stars schema", "labels schema", "epochs schema",
+                           "cuts on the kept stars"}
+    assert all(s["success"] for s in suites.values())
+    cut_rows = [e for e in suites["cuts on the kept stars"]["expectations"] if e["cut"]]
+    assert {e["cut"] for e in cut_rows} >= {"feh_error", "amplitude_g", "n_epochs_g"}
+    assert all(e["unexpected"] in (0, None) for e in cut_rows)
+
+
+def test_validation_page_lists_the_cuts_by_reason_and_type(handmade_result):
+    from rrlfeh.quality_page import validation_page
+
+    page = validation_page(handmade_result.counts, "reports/gx/index.html")
+    lines = page.splitlines()
+    row = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
+           for ln in lines if ln.startswith("| ") and not ln.startswith("| cut |")}
+    # the hand-made stars (tests/data/quality/stars.csv): 3 over the amplitude limit, 3 too few
+    # epochs, 2 RRab with phi31 errors over the limit, none RRc; 7 kept of 18
+    assert row["amplitude_g"][0] == "1.4" and row["amplitude_g"][-1] == "3"
+    assert row["n_epochs_g"][-1] == "3"
+    assert row["phi31_g_error"][-1] == "2" and row["phi31_g_error"][2] == "0"  # RRc column
+    assert row["**kept**"][-1] == "7" and row["**in**"][-1] == "18"
+    assert row["cuts on the kept stars"][0] == "passed"
+    assert "Failed" not in page and "reports/gx/index.html" in page

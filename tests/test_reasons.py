@@ -1,5 +1,6 @@
 """Rejection reasons counted by kind for the metrics."""
 
+import numpy as np
 import pandas as pd
 
 from rrlfeh.reasons import reason_counts
@@ -21,3 +22,11 @@ def test_reasons_are_split_and_counted_by_kind():
 
 def test_no_reasons_no_counts():
     assert reason_counts(pd.Series([], dtype="string")) == {}
+
+
+def test_first_of_names_the_first_stars_then_how_many_more():
+    from rrlfeh.reasons import first_of
+
+    assert first_of([3, 1, 2]) == "[3, 1, 2]"
+    assert first_of(np.arange(25, dtype=np.int64), 20) == f"{list(range(20))} and 5 more"
+    assert first_of([]) == "[]"

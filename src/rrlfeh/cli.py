@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 
 from rrlfeh import config
+from rrlfeh.logs import configure_logging
 
 
 def _acquire(args: argparse.Namespace) -> None:
@@ -208,29 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def own_info_only(record: logging.LogRecord) -> bool:
-    """Log filter: rrlfeh's records at any level, other libraries' from WARNING up."""
-    return record.levelno >= logging.WARNING or record.name.startswith("rrlfeh")
-
-
-def configure_logging() -> None:
-    """The stages' own progress at INFO; third-party INFO chatter (Great Expectations' docs
-    decorators, MLflow's artifact progress bars and notes) off: warnings and errors only."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:  # libraries set their own levels on import
-        handler.addFilter(own_info_only)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the stage; errors end with a one-line message, exit 1."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ notes (tf.data attrs) are noise
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage reports from GX
-    # MLflow logs through its own handler, past our filter, in every process (the tune and
-    # K-fold workers print "Creating initial MLflow database tables" otherwise)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     configure_logging()
     args = build_parser().parse_args(argv)
     if args.stage in ("tune", "crossval", "reference", "train", "register", "score",

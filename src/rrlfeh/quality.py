@@ -166,6 +166,21 @@ def _schema_problems(table: str, df: pd.DataFrame, vr: Any, max_examples: int) -
     return lines
 
 
+def suite_summary(vr: Any) -> dict[str, Any]:
+    """A suite's result as plain data: passed or not, and per expectation its type, column,
+    outcome and failing rows (what the project's own validation page shows, offline)."""
+    rows = []
+    for r in vr.results:
+        cfg = r.expectation_config
+        meta = (cfg.meta or {}).get(META_KEY) or {}
+        rows.append({"expectation": cfg.type, "column": cfg.kwargs.get("column"),
+                     "cut": meta.get("cut"), "limit": meta.get("limit"),
+                     "success": bool(r.success),
+                     "unexpected": _plain((r.result or {}).get("unexpected_count")),
+                     "rows": _plain((r.result or {}).get("element_count"))})
+    return {"success": bool(vr.success), "expectations": rows}
+
+
 def _format_value(value: Any, limit: str | None) -> str:
     """A star's value for a reason: short, but never printed equal to the limit it fails."""
     value = _plain(value)
@@ -221,10 +236,12 @@ def validate_stars(stars: pd.DataFrame, labels: pd.DataFrame, epochs: pd.DataFra
     Data Docs, if asked for, are written first so the failure can be browsed.
     """
     runner = _Runner(docs_dir)
-    problems = []
+    problems, suite_results = [], {}
     for table, suite in build_schema_suites().items():
         df = {"stars": stars, "labels": labels, "epochs": epochs}[table]
-        problems += _schema_problems(table, df, runner.run(table, suite, df), max_examples)
+        vr = runner.run(table, suite, df)
+        suite_results[f"{table} schema"] = suite_summary(vr)
+        problems += _schema_problems(table, df, vr, max_examples)
     if problems:
         docs = runner.build_docs()
         where = f"\n(Data Docs: {docs})" if docs else ""
@@ -239,18 +256,26 @@ def validate_stars(stars: pd.DataFrame, labels: pd.DataFrame, epochs: pd.DataFra
         reject_unknown_feh_error=reject_unknown_feh_error,
         reject_unknown_phi31_error=reject_unknown_phi31_error,
         reject_unknown_amplitude=reject_unknown_amplitude)
-    reasons = _reasons_by_star(suite, runner.run("cuts", suite, merged))
-    docs = runner.build_docs()
-
+    # the cuts reject stars by design: they run on every star outside the Data Docs, and the
+    # docs show the suite on the kept stars, where it must pass
+    reasons = _reasons_by_star(suite, _Runner(None).run("cuts", suite, merged))
     ids = merged["source_id"].to_numpy()
     is_rejected = np.fromiter((int(i) in reasons for i in ids), bool, count=len(ids))
     kept = merged.loc[~is_rejected].reset_index(drop=True)
+    kept_check = runner.run("cuts_kept", suite, kept)
+    if not kept_check.success:
+        failed = [r.expectation_config.type for r in kept_check.results if not r.success]
+        raise RuntimeError(f"kept stars fail the cuts suite ({failed}): a cut not turned into "
+                           "a rejection reason")
+    docs = runner.build_docs()
+
     rejected = pd.DataFrame({
         "source_id": merged.loc[is_rejected, "source_id"].to_numpy(dtype="int64"),
         "type": merged.loc[is_rejected, "type"].astype("string").to_numpy(),
         "reasons": ["; ".join(text for _, text in reasons[int(i)]) for i in ids[is_rejected]],
     }).astype({"type": "string", "reasons": "string"})
     counts = _counts(merged, kept, rejected, cut_keys(suite), reasons, labels)
+    counts["suites"] = {**suite_results, "cuts on the kept stars": suite_summary(kept_check)}
     return QualityResult(kept=kept, rejected=rejected, counts=counts, docs_index=docs,
                          cuts=cut_keys(suite))
 

@@ -21,7 +21,8 @@ CUTS_SUITE = "rrlfeh_cuts"
 SCHEMA_SUITES = {"stars": "rrlfeh_stars_schema", "labels": "rrlfeh_labels_schema",
                  "epochs": "rrlfeh_epochs_schema"}
 INDEX_COLUMNS = {"stars": ["source_id"], "labels": ["source_id"],
-                 "epochs": ["source_id", "transit_id"], "cuts": ["source_id"]}
+                 "epochs": ["source_id", "transit_id"], "cuts": ["source_id"],
+                 "cuts_kept": ["source_id"]}
 # Great Expectations reports both pandas string dtypes ('string' and the pandas-3 default 'str')
 # as 'str'; every other schema dtype is reported under its numpy name.
 _GX_DTYPE = {"string": "str"}

@@ -23,3 +23,11 @@ def one_row_a_star(rejected: pd.DataFrame) -> pd.DataFrame:
         return rejected
     return (rejected.groupby("source_id", sort=False)
             .agg(stage=("stage", "first"), reason=("reason", "; ".join)).reset_index())
+
+
+def first_of(values, limit: int = 10) -> str:
+    """The first `limit` of `values` as a list, then how many more: the one way a message names
+    many stars ('[1, 2, 3] and 41 more')."""
+    items = list(values.tolist() if hasattr(values, "tolist") else values)
+    more = len(items) - limit
+    return f"{items[:limit]}" + (f" and {more} more" if more > 0 else "")

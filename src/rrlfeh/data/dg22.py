@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data.schema import LABELS, conform
+from rrlfeh.reasons import first_of
 
 CURVE_NAME = re.compile(r"(?:^|/)(\d+)_bin\.dat$")
 
@@ -55,7 +56,7 @@ def read_dg22_curves(path: Path | str, *, max_stars: int | None = None,
     id_array = np.asarray(ids, dtype=np.int64)
     if np.unique(id_array).size != id_array.size:
         seen, dup_counts = np.unique(id_array, return_counts=True)
-        raise ValueError(f"{path}: repeated ids {seen[dup_counts > 1][:5]}")
+        raise ValueError(f"{path}: repeated ids {first_of(seen[dup_counts > 1], 5)}")
     values = _parse_floats(tokens, ids, path)
     out = pd.DataFrame({"source_id": np.repeat(id_array, counts // 2),
                         "phase": values[0::2], "mag": values[1::2]})

@@ -30,6 +30,7 @@ from rrlfeh.data.gaia_client import (  # noqa: F401  (the errors re-exported for
 )
 from rrlfeh.data.labels import read_labels
 from rrlfeh.io import write_parquet, write_table
+from rrlfeh.reasons import first_of
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +127,14 @@ def stars_from_archive(df: pd.DataFrame, *, phi31_shift_rad: float = 0.0) -> pd.
     for reason, ids in rejects.groupby("reason")["source_id"]:
         ids = ids.tolist()
         warnings.warn(f"vari_rrlyrae: rejected {len(ids)} stars because {reason}: "
-                      f"source_id {ids[:20]}{' ...' if len(ids) > 20 else ''}",
+                      f"source_id {first_of(ids, 20)}",
                       GaiaDataWarning, stacklevel=2)
     reject = df["source_id"].isin(rejects["source_id"]).to_numpy()
     df, kind = df.loc[~reject], kind[~reject]
     dup = df["source_id"].duplicated(keep=False)
     if dup.any():
         raise schema.SchemaError(f"vari_rrlyrae answer repeats source_id "
-                                 f"{sorted(set(df.loc[dup, 'source_id'].tolist()))[:10]}")
+                                 f"{first_of(sorted(set(df.loc[dup, 'source_id'].tolist())))}")
 
     def num(col: str) -> pd.Series:
         return pd.to_numeric(df[col], errors="raise").astype("float64")
@@ -224,7 +225,7 @@ def epochs_from_datalink(result: dict[str, Any], requested: np.ndarray) -> pd.Da
     if extra.any():
         ids = sorted(epochs.loc[extra, "source_id"].unique().tolist())
         warnings.warn(f"EPOCH_PHOTOMETRY answer holds stars not asked for, dropped: "
-                      f"source_id {ids[:20]}", GaiaDataWarning, stacklevel=2)
+                      f"source_id {first_of(ids, 20)}", GaiaDataWarning, stacklevel=2)
         epochs = epochs.loc[~extra].reset_index(drop=True)
     return epochs
 

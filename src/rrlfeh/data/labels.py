@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import layouts, schema
+from rrlfeh.reasons import first_of
 
 
 class LabelWarning(UserWarning):
@@ -102,7 +103,7 @@ def labels_from_frame(df: pd.DataFrame, *, origin: str = "labels",
     if bad.any():
         ids = out.loc[bad, "source_id"].tolist()
         warnings.warn(f"{origin}: rejected {len(ids)} labels with a null or non-numeric [Fe/H] "
-                      f"or [Fe/H] error: source_id {ids[:20]}{' ...' if len(ids) > 20 else ''}",
+                      f"or [Fe/H] error: source_id {first_of(ids, 20)}",
                       LabelWarning, stacklevel=2)
         if set_aside is not None:
             set_aside.append(pd.DataFrame({"source_id": out.loc[bad, "source_id"].to_numpy(),
@@ -111,5 +112,5 @@ def labels_from_frame(df: pd.DataFrame, *, origin: str = "labels",
     dup = out["source_id"].duplicated(keep=False)
     if dup.any():
         raise schema.SchemaError(f"{origin}: source_id repeated: "
-                                 f"{sorted(set(out.loc[dup, 'source_id'].tolist()))[:10]}")
+                                 f"{first_of(sorted(set(out.loc[dup, 'source_id'].tolist())))}")
     return schema.conform(out, schema.LABELS, "labels")

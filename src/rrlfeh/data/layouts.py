@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
+from rrlfeh.reasons import first_of
 
 Layout = Literal["individual", "raw"]
 
@@ -111,7 +112,7 @@ def explode_raw(df: pd.DataFrame) -> pd.DataFrame:
                                      and df[c].map(_length).equals(lengths))]
     for col in arrays:
         if col != "transit_id" and not df[col].map(_length).equals(lengths):
-            bad = df.loc[df[col].map(_length) != lengths, "source_id"].tolist()[:5]
+            bad = first_of(df.loc[df[col].map(_length) != lengths, "source_id"], 5)
             raise LayoutError(f"RAW epoch photometry: array {col!r} does not have one value per "
                               f"transit for source_id {bad}")
     df = df[["source_id", *arrays]].copy()
@@ -259,4 +260,4 @@ def _check_unique_transits(out: pd.DataFrame) -> None:
     if dup.any():
         stars = sorted(out.loc[dup, "source_id"].unique().tolist())
         raise LayoutError(f"duplicate G transits (same source_id, transit_id) for source_id "
-                          f"{stars[:10]}{' ...' if len(stars) > 10 else ''}")
+                          f"{first_of(stars)}")

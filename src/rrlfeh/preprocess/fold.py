@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rrlfeh.reasons import first_of
+
 
 def fold_phase(time: np.ndarray, epoch_max: np.ndarray, period: np.ndarray) -> np.ndarray:
     """Phase in [0, 1) of each epoch, Phi = frac((T - E) / P), maximum light at phase 0.
@@ -44,7 +46,8 @@ def star_index(epoch_source_id: np.ndarray, star_id: np.ndarray) -> np.ndarray:
     sorted_ids = star_id[order]
     repeated = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
     if repeated.size:
-        raise ValueError(f"star source_ids must be unique; repeated: {np.unique(repeated)[:5]}")
+        raise ValueError("star source_ids must be unique; repeated: "
+                         f"{first_of(np.unique(repeated), 5)}")
     if sorted_ids.size == 0:
         return np.full(epoch_source_id.shape, -1, dtype=np.int64)
     pos = np.clip(np.searchsorted(sorted_ids, epoch_source_id), 0, sorted_ids.size - 1)

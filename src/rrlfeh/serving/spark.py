@@ -40,6 +40,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from rrlfeh.logs import configure_logging
 from rrlfeh.serving.model_uri import resolve
 from rrlfeh.serving.pipeline import OUTPUT_COLUMNS, conform_output
 
@@ -342,13 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--master", default=None, help="Spark master (default: spark-submit's, "
                                                    "else score.spark.master)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    configure_logging()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:  # as the rrlfeh CLI: others' INFO off
-        handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith("rrlfeh"))
     try:
         params = config.load_params(args.params)
         root = Path(args.params).resolve().parent

@@ -1,13 +1,14 @@
 """Stage `validate`: the Great Expectations suite of the quality cuts on data/raw.
 
 Writes the kept stars (merged with their labels), every rejected star with all its reasons, the
-counts as DVC metrics, and the GX Data Docs. A broken schema stops the stage
-(SchemaValidationError).
+counts, the GX Data Docs and the validation page (reports/validation.md, readable offline). A
+broken schema stops the stage (SchemaValidationError).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from rrlfeh.data import schema
-from rrlfeh.io import write_json, write_parquet
+from rrlfeh.io import write_json, write_parquet, write_text
+from rrlfeh.quality_page import validation_page
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ def run(raw_dir: Path, params: Mapping[str, Any], root: Path, metrics_path: Path
     write_parquet(schema.conform(rejected, schema.REJECTED, "rejected"),
                   out_dir / "rejected.parquet")
     write_json(result.counts, metrics_path)
+    docs = None if result.docs_index is None else os.path.relpath(result.docs_index, root)
+    write_text(validation_page(result.counts, docs),
+               root / params["page"])
     log.info("validate: %d in, %d kept, %d rejected", result.counts["n_in"],
              result.counts["n_kept"], result.counts["n_rejected"])
     return result.counts
