@@ -62,7 +62,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 test: setup setup-spark lint
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=15
 
 # the last two need the default run's champion and data/raw (make repro first)
 bench: setup setup-spark
