@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine (Python 3.11, package registries reachable):
 #   make repro   set up .venv from the pinned lock, then run the pipeline (dvc repro) on the embedded default
 #   make test    set up .venv (with the Spark extra), then run ruff and the whole test suite
-#   make ui      the MLflow UI of the project's tracking store on http://127.0.0.1:5000
+#   make ui      the MLflow UI of the tracking store on 127.0.0.1:5000; prints the address of its runs view
 #   make serve   the champion behind `mlflow models serve` on http://127.0.0.1:5001/invocations
 PYTHON ?= python3.11
 VENV   := .venv
@@ -75,7 +75,7 @@ bench: setup setup-spark
 
 UI_PORT ?= 5000
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db -h 127.0.0.1 -p $(UI_PORT)
+	$(BIN)/rrlfeh ui --port $(UI_PORT)
 
 SERVE_PORT ?= 5001
 MODEL ?= models:/rrl-feh@champion

@@ -133,6 +133,14 @@ def _compare(args: argparse.Namespace) -> None:
     print(show(Path(args.params).resolve().parent, dvc))
 
 
+def _ui(args: argparse.Namespace) -> None:
+    from rrlfeh import ui
+
+    params = config.load_params(args.params)
+    ui.run(config.section(params, "tracking"), Path(args.params).resolve().parent,
+           port=args.port, workers=args.workers, serve=not args.no_serve)
+
+
 def _predict(args: argparse.Namespace) -> None:
     from rrlfeh.serving import predict
 
@@ -205,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("summary", help=what, description=f"rrlfeh summary: {what}")
     sp.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     sp.set_defaults(func=_summary)
+    what = ("the MLflow UI of the project's store, opened on the runs with Table 1's columns "
+            "(prints the address)")
+    sp = sub.add_parser("ui", help=what, description=f"rrlfeh ui: {what}")
+    sp.add_argument("--params", default="params.yaml", help="params file (tracking store)")
+    sp.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    sp.add_argument("--workers", type=int, default=1,
+                    help="server worker processes (default 1; mlflow's own default is 4)")
+    sp.add_argument("--no-serve", action="store_true",
+                    help="write the view and print the address only (a server already runs)")
+    sp.set_defaults(func=_ui)
     return parser
 
 
