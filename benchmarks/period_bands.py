@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rrlfeh.data.bands import band_epochs
-from rrlfeh.data.layouts import read_table
+from rrlfeh.data.layouts import read_table, to_epochs
 from rrlfeh.lightcurve.agreement import compare_periods, summary
 from rrlfeh.lightcurve.derive import derive_light_curve_parameters
 
@@ -32,7 +31,7 @@ def derived(raw: pd.DataFrame, band: str, n_jobs: int, tag: str) -> pd.DataFrame
     if path.exists():
         return pd.read_parquet(path)
     start = time.perf_counter()
-    out = derive_light_curve_parameters(band_epochs(raw, band), n_jobs=n_jobs)
+    out = derive_light_curve_parameters(to_epochs(raw, band=band), n_jobs=n_jobs)
     print(f"{band}: derived {len(out)} stars in {time.perf_counter() - start:.0f} s")
     CACHE.mkdir(parents=True, exist_ok=True)
     out.to_parquet(path)

@@ -27,8 +27,7 @@ import pandas as pd
 from machine import describe_machine
 
 from rrlfeh.data import schema
-from rrlfeh.data.bands import band_epochs
-from rrlfeh.data.layouts import read_table
+from rrlfeh.data.layouts import read_table, to_epochs
 from rrlfeh.lightcurve.agreement import relation
 from rrlfeh.lightcurve.derive import clean_mask, derive_star
 
@@ -43,7 +42,7 @@ def clean_bands(raw: pd.DataFrame) -> pd.DataFrame:
     """Clean G, BP and RP epochs (Gaia's flags, finite positive fluxes) with their sigma."""
     frames = []
     for band in ("G", "BP", "RP"):
-        e = band_epochs(raw, band)
+        e = to_epochs(raw, band=band)
         e = e.loc[clean_mask(e)].copy()
         e["sigma"] = schema.mag_error(e)
         frames.append(e.assign(band=band)[COLUMNS])

@@ -122,8 +122,8 @@ def test_real_raw_file(shared_data):
 
 def test_raw_arrays_keep_bp_and_rp_for_the_period_search():
     """The archive's RAW layout as served (one row a source, arrays per transit): BP and RP
-    arrays are exploded with G's, so `band_epochs` reads them."""
-    from rrlfeh.data.bands import band_epochs
+    arrays are exploded with G's, so `to_epochs(band=...)` reads them."""
+    from rrlfeh.data.layouts import to_epochs
 
     row = {"source_id": 5, "transit_id": np.array([1, 2, 3]),
            "g_transit_time": np.array([10.0, 20.0, 30.0]),
@@ -138,7 +138,7 @@ def test_raw_arrays_keep_bp_and_rp_for_the_period_search():
            "variability_flag_bp_reject": np.array([False, True, False]),
            "bp_n_obs": 3}  # a per-source scalar beside the arrays: left alone
     df = pd.DataFrame([row])
-    bp = band_epochs(df, "BP")
+    bp = to_epochs(df, band="BP")
     assert bp["time"].tolist() == [10.01, 20.01, 30.01]
     assert bp["rejected"].tolist() == [False, True, True]  # flagged; no flux
     g = layouts.to_epochs(df)

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rrlfeh.data.bands import band_epochs
 from rrlfeh.data.layouts import read_table, to_epochs
 from rrlfeh.lightcurve.agreement import compare_periods, relation, summary
 
@@ -39,14 +38,14 @@ def test_g_band_equals_the_pipelines_reader_in_both_layouts():
     raw = read_table(GAIA / "raw_epochs.csv")
     if "bp_flux" not in raw.columns:  # the fixture holds BP/RP times and magnitudes only
         raw = raw.assign(bp_flux=1000.0, bp_flux_error=10.0, rp_flux=1000.0, rp_flux_error=10.0)
-    g = band_epochs(raw, "G").sort_values(["source_id", "transit_id"], ignore_index=True)
+    g = to_epochs(raw, band="G").sort_values(["source_id", "transit_id"], ignore_index=True)
     ref = to_epochs(raw).sort_values(["source_id", "transit_id"], ignore_index=True)
     pd.testing.assert_frame_equal(g, ref)
-    bp = band_epochs(raw, "BP")
+    bp = to_epochs(raw, band="BP")
     assert len(bp) == len(raw) and np.allclose(np.sort(bp["time"].dropna()),
                                                np.sort(raw["bp_obs_time"].dropna()))
     ind = pd.concat([read_table(p) for p in sorted(GAIA.glob("EPOCH_*.xml"))], ignore_index=True)
-    rp = band_epochs(ind, "RP")
+    rp = to_epochs(ind, band="RP")
     assert len(rp) == int((ind["band"].astype(str).str.strip() == "RP").sum())
     with pytest.raises(ValueError, match="band must be one of"):
-        band_epochs(ind, "V")
+        to_epochs(ind, band="V")

@@ -89,8 +89,7 @@ def read_band_epochs(path: Path) -> pd.DataFrame | None:
     """The BP and RP epochs of an epoch-photometry file (schema.EPOCHS plus `band`), None where
     it has neither; a band whose columns are missing or unreadable is left out with a warning
     (the G light curve does not need it)."""
-    from rrlfeh.data.bands import RAW_BAND_COLUMNS, band_epochs
-    from rrlfeh.data.layouts import read_table
+    from rrlfeh.data.layouts import RAW_BAND_COLUMNS, read_table, to_epochs
 
     table = read_table(path)
     have = {str(c).lower() for c in table.columns}
@@ -99,7 +98,7 @@ def read_band_epochs(path: Path) -> pd.DataFrame | None:
         if "band" not in have and not set(RAW_BAND_COLUMNS[band]) <= have:
             continue
         try:
-            frames.append(band_epochs(table, band).assign(band=band))
+            frames.append(to_epochs(table, band=band).assign(band=band))
         except (ValueError, KeyError) as exc:
             log.warning("%s: %s epochs left out of the period search (%s)", path, band, exc)
     frames = [f for f in frames if len(f)]

@@ -2,8 +2,10 @@
 
 The archive serves EPOCH_PHOTOMETRY as INDIVIDUAL (one row per transit and band, a `band` column)
 or RAW (one row per source, G/BP/RP arrays; often already exploded to one row per transit).
-Both become `schema.EPOCHS`: G band only, every transit kept, with `rejected` marking those rejected
-by variability or photometry or with a null/non-finite G time, mag or flux.
+Both become `schema.EPOCHS`, one band at a time (G by default: the light curve the pipeline fits;
+BP and RP give independent periods of the same stars, `rrlfeh.lightcurve.agreement`), every
+transit kept, with `rejected` marking those rejected by variability or photometry or with a
+null/non-finite time, mag or flux.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ _OTHER_BAND_PREFIXES: tuple[str, ...] = ("bp_", "rp_", "variability_flag_bp",
 
 VOTABLE_SUFFIXES: tuple[str, ...] = (".xml", ".vot", ".votable")
 
+BANDS = ("G", "BP", "RP")
+# RAW-layout columns per band: time, mag, flux, flux_error, the band's variability rejection flag
+RAW_BAND_COLUMNS: dict[str, tuple[str, str, str, str, str]] = {
+    "G": ("g_transit_time", "g_transit_mag", "g_transit_flux", "g_transit_flux_error",
+          "variability_flag_g_reject"),
+    "BP": ("bp_obs_time", "bp_mag", "bp_flux", "bp_flux_error", "variability_flag_bp_reject"),
+    "RP": ("rp_obs_time", "rp_mag", "rp_flux", "rp_flux_error", "variability_flag_rp_reject"),
+}
+
 
 class LayoutError(ValueError):
     """Epoch photometry whose columns or values fit neither Gaia layout."""
@@ -62,26 +73,34 @@ def detect_layout(df: pd.DataFrame) -> Layout:
         f"(columns present: {sorted(have)})")
 
 
-def to_epochs(df: pd.DataFrame, layout: Layout | None = None) -> pd.DataFrame:
-    """Canonical epochs table (schema.EPOCHS) from epoch photometry in either layout.
+def to_epochs(df: pd.DataFrame, layout: Layout | None = None, band: str = "G") -> pd.DataFrame:
+    """Canonical epochs table (schema.EPOCHS) of one band (G, BP or RP) from epoch photometry
+    in either layout.
 
     `layout` is detected when not given. Rows come out sorted by (source_id, transit_id);
     rejected rows are kept with rejected=True.
     """
+    band = band.upper()
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, got {band!r}")
     df = df.rename(columns={c: str(c).lower() for c in df.columns})
     layout = layout or detect_layout(df)
     if layout == "individual":
-        band = (df["band"].map(_band_name) if df["band"].dtype == object
-                else df["band"].astype("string").str.strip().str.upper())
-        g = df.loc[band == "G"]
+        names = (df["band"].map(_band_name) if df["band"].dtype == object
+                 else df["band"].astype("string").str.strip().str.upper())
+        g = df.loc[names == band]
         cols = {"time": g["time"], "mag": g["mag"], "flux": g["flux"],
                 "flux_error": g["flux_error"]}
         flags = _flag(g["rejected_by_variability"]) | _flag(g["rejected_by_photometry"])
     elif layout == "raw":
+        columns = RAW_BAND_COLUMNS[band]
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise LayoutError(f"RAW epoch photometry has no {band} columns {missing}")
         g = explode_raw(df)
-        cols = {"time": g["g_transit_time"], "mag": g["g_transit_mag"],
-                "flux": g["g_transit_flux"], "flux_error": g["g_transit_flux_error"]}
-        flags = _flag(g["variability_flag_g_reject"]) | _flag(g["rejected_by_photometry"])
+        cols = dict(zip(("time", "mag", "flux", "flux_error"), (g[c] for c in columns[:4]),
+                        strict=True))
+        flags = _flag(g[columns[4]]) | _flag(g["rejected_by_photometry"])
     else:
         raise LayoutError(f"unknown layout {layout!r}; expected 'individual' or 'raw'")
 
@@ -90,10 +109,10 @@ def to_epochs(df: pd.DataFrame, layout: Layout | None = None) -> pd.DataFrame:
     for name, values in cols.items():
         out[name] = _floats(values, name)
     bad_value = ~np.isfinite(out[["time", "mag", "flux"]].to_numpy()).all(axis=1)
-    out["rejected"] = flags.to_numpy() | bad_value
-    _check_unique_transits(out)
+    out["rejected"] = flags.to_numpy(bool) | bad_value
+    _check_unique_transits(out, band)
     out = out.sort_values(["source_id", "transit_id"], kind="stable")
-    return schema.conform(out, schema.EPOCHS, "epochs")
+    return schema.conform(out, schema.EPOCHS, "epochs" if band == "G" else f"{band} epochs")
 
 
 def explode_raw(df: pd.DataFrame) -> pd.DataFrame:
@@ -254,10 +273,11 @@ def _length(value: object) -> int:
     return len(value) if isinstance(value, (list, tuple, np.ndarray)) else -1
 
 
-def _check_unique_transits(out: pd.DataFrame) -> None:
-    """Each (source_id, transit_id) is one G transit; duplicates are an error naming the stars."""
+def _check_unique_transits(out: pd.DataFrame, band: str = "G") -> None:
+    """Each (source_id, transit_id) is one transit of a band; duplicates are an error naming the
+    stars."""
     dup = out.duplicated(["source_id", "transit_id"], keep=False)
     if dup.any():
         stars = sorted(out.loc[dup, "source_id"].unique().tolist())
-        raise LayoutError(f"duplicate G transits (same source_id, transit_id) for source_id "
+        raise LayoutError(f"duplicate {band} transits (same source_id, transit_id) for source_id "
                           f"{first_of(stars)}")

@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
+from rrlfeh.data.layouts import BANDS
 
 TYPE_NAMES = {t.lower(): t for t in schema.TYPES}
 STAR_COLUMNS = ("period", "epoch_max", "type")
 EPOCH_COLUMNS = ("source_id", "time", "phase", "mag", "mag_error", "flux", "flux_error",
                  "rejected", "transit_id", "band")
-BANDS = ("G", "BP", "RP")
 USAGE = ("send one row per epoch: source_id, time, mag (optional mag_error or flux, flux_error; "
          "optional period, epoch_max, type) or source_id, phase, mag (optional period, type)")
 
@@ -158,15 +158,15 @@ def read_epoch_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _band_rows(frame: pd.DataFrame, band: str) -> pd.DataFrame | None:
-    """The BP or RP epochs of an archive-layout frame (`rrlfeh.data.bands`), None where the
+    """The BP or RP epochs of an archive-layout frame (`layouts.to_epochs`), None where the
     frame lacks that band's columns or rows."""
-    from rrlfeh.data.bands import RAW_BAND_COLUMNS, band_epochs
+    from rrlfeh.data.layouts import RAW_BAND_COLUMNS, to_epochs
 
     have = {column_name(c) for c in frame.columns}
     if "band" not in have and not set(RAW_BAND_COLUMNS[band]) <= have:
         return None  # a RAW extract without this band's columns
     try:
-        rows = band_epochs(frame, band)
+        rows = to_epochs(frame, band=band)
     except KeyError:  # RAW with one array a cell: the exploder keeps the G columns alone
         return None
     except ValueError as exc:  # LayoutError, a bad flag or identifier, as in G

@@ -214,8 +214,7 @@ def band_periods(root: Path, params: Mapping[str, Any], stars_table: pd.DataFram
     """G periods (the pipeline's) against BP and RP periods derived independently from the
     input epochs file, with the same derive knobs."""
     from rrlfeh import config
-    from rrlfeh.data.bands import band_epochs
-    from rrlfeh.data.layouts import read_table
+    from rrlfeh.data.layouts import read_table, to_epochs
     from rrlfeh.lightcurve.agreement import compare_periods, summary
     from rrlfeh.lightcurve.derive import derive_light_curve_parameters
 
@@ -226,7 +225,7 @@ def band_periods(root: Path, params: Mapping[str, Any], stars_table: pd.DataFram
     fits = {}
     for band in ("BP", "RP"):
         log.info("report: deriving %s periods of %d stars", band, raw["source_id"].nunique())
-        fits[band] = derive_light_curve_parameters(band_epochs(raw, band), n_jobs=n_jobs,
+        fits[band] = derive_light_curve_parameters(to_epochs(raw, band=band), n_jobs=n_jobs,
                                                    **knobs).set_index("source_id")
     g = stars_table
     ids = pd.Index(pd.unique(raw["source_id"]))

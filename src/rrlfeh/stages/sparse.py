@@ -144,15 +144,14 @@ def request(chosen: pd.DataFrame, subsets: pd.DataFrame, stars: pd.DataFrame,
 def read_bands(path: Path, ids: np.ndarray) -> pd.DataFrame:
     """BP and RP epochs (schema.EPOCHS and `band`) of the stars `ids` in an epochs file (a
     band whose columns the file lacks, e.g. a RAW extract of G only, has no rows)."""
-    from rrlfeh.data.bands import band_epochs
-    from rrlfeh.data.layouts import LayoutError, read_table
+    from rrlfeh.data.layouts import LayoutError, read_table, to_epochs
 
     raw = read_table(path)
     raw = raw[pd.to_numeric(raw[_column(raw, "source_id")], errors="coerce").isin(ids)]
     parts = []
     for band in ("BP", "RP"):
         try:
-            parts.append(band_epochs(raw, band).assign(band=band))
+            parts.append(to_epochs(raw, band=band).assign(band=band))
         except LayoutError as exc:
             log.warning("sparse: no %s epochs in %s (%s)", band, path, exc)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
