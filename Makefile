@@ -70,6 +70,8 @@ bench: setup setup-spark
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/score.py --ensemble champion
+	$(BIN)/python benchmarks/ensemble_engines.py --ensemble champion
+	$(BIN)/python benchmarks/serve_latency.py --ensemble champion
 	$(BIN)/python benchmarks/serve_load.py --project .
 	$(BIN)/python benchmarks/spark_score.py --project .
 

@@ -154,7 +154,7 @@ class StackedGRU:
     (so the reset gate still acts after the recurrent matmul, Keras' reset_after) with the
     cell's own activations and Keras' update `z * h + (1 - z) * hh`. The members' numbers to
     float32 round-off (a few 1e-7 dex); on 2 CPU cores about 5x the fused Keras model
-    (benchmarks/score.py).
+    (benchmarks/ensemble_engines.py).
 
     With a skip path (`build_model`'s `skip`) the first step's per-star channels join the last state
     in the Dense. XLA compiles once per batch shape (about a second): a batch is cut into
