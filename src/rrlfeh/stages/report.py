@@ -488,9 +488,10 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                    f"Test residuals within ±1 feh_std: {100 * c['within_1sigma']:.1f} % "
                    f"(Gaussian 68.3 %), within ±2: {100 * c['within_2sigma']:.1f} % (95.4 %), "
                    f"{c['n']} stars. feh_std = the members' spread and a residual scatter s "
-                   "in quadrature, s set per bin of epoch counts so that 68.3 % of the bin's "
-                   "out-of-fold residuals (training stars and their sparse copies) lie within "
-                   "±1 feh_std: a conformal calibration (`train`).", ""]
+                   "in quadrature, s set per bin of epoch counts on the bin's out-of-fold "
+                   "residuals (training stars and their sparse copies): 68.3 ± 3 % of them "
+                   "within ±1 feh_std and, within that, as near 95.4 % as can be within ±2 "
+                   "(a conformal calibration, `train`; `served.residual_sigmas`).", ""]
             md += _error_bins_table(t.get("error_bins"))
         if "paper_cut" in t:
             p = t["paper_cut"]

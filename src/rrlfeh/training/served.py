@@ -217,24 +217,24 @@ def describe(stack: Mapping[str, Any]) -> str:
 
 
 ONE_SIGMA, TWO_SIGMA = 0.6827, 0.9545  # the shares of a normal distribution within ±1σ, ±2σ
-# how far each coverage may stray (the ±1σ and ±2σ tolerances users are promised): the scale of
-# the two misses weighed against each other where the residuals' tails are not Gaussian
-COVERAGE_TOLERANCE = (0.05, 0.03)
+# how far the ±1σ share may move from 68.3 % to bring ±2σ nearer 95.4 % where the residuals'
+# tails are not Gaussian (users are promised 68 ± 5 %: this stays well inside it)
+ONE_SIGMA_SLACK = 0.03
 
 
 def _scatter_for_coverage(res: np.ndarray, sp: np.ndarray) -> float:
-    """The r ≥ 0 whose ±1 and ±2 sqrt(sp² + r²) hold shares of |res| closest to 68.3 % and
-    95.4 %, each miss in units of its tolerance: with Gaussian residuals both are met; with
-    heavier tails r grows a little past the 68 % point so that ±2σ does not fall short."""
+    """The r ≥ 0 for which ±1 sqrt(sp² + r²) holds 68.3 ± 3 % of |res| and, among those, ±2 of
+    it holds the share closest to 95.4 % (then the ±1 share closest to 68.3 %): with Gaussian
+    residuals both are met; with heavier tails ±1σ gives a little so that ±2σ falls less short."""
     # a residual is within ±k sqrt(sp² + r²) once r >= t_k (its threshold)
     t1 = np.sort(np.sqrt(np.maximum(res**2 - sp**2, 0.0)))
     t2 = np.sort(np.sqrt(np.maximum((res / 2) ** 2 - sp**2, 0.0)))
     r = np.unique(np.concatenate([[0.0], t1, t2]))
-    c1 = np.searchsorted(t1, r, side="right") / len(res)
-    c2 = np.searchsorted(t2, r, side="right") / len(res)
-    miss = (((c1 - ONE_SIGMA) / COVERAGE_TOLERANCE[0]) ** 2
-            + ((c2 - TWO_SIGMA) / COVERAGE_TOLERANCE[1]) ** 2)
-    return float(r[int(np.argmin(miss))])
+    miss1 = np.abs(np.searchsorted(t1, r, side="right") / len(res) - ONE_SIGMA)
+    miss2 = np.abs(np.searchsorted(t2, r, side="right") / len(res) - TWO_SIGMA)
+    ok = miss1 <= max(ONE_SIGMA_SLACK, float(miss1.min()))
+    best = np.lexsort((miss1[ok], miss2[ok]))[0]  # by the ±2 miss, then the ±1 miss
+    return float(r[ok][best])
 
 
 def residual_sigmas(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
