@@ -85,6 +85,7 @@ def smallest_budget(params: dict) -> None:
                                               "patience": 1}}
     params["preprocess"]["augment"]["copies"] = 0
     params["sparse"]["n_draws"] = 1
+    params["reference"].update(max_epochs=None, patience=None)  # the tiny budget's
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +97,7 @@ def pipeline_project(tmp_path_factory) -> Path:
         params["acquire"]["source"] = "synthetic"
         params["acquire"]["synthetic"]["n_stars"] = 400
         params["budget"] = "tiny"
+        params["reference"].update(max_epochs=None, patience=None)  # the tiny budget's
         params["preprocess"]["augment"]["copies"] = 1  # the sparse-copy path, at half the cost
         params["sparse"]["n_draws"] = 2
 

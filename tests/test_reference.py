@@ -45,6 +45,7 @@ def tiny_params() -> dict:
     tracking store, caches and outputs inside the project (relative paths)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["budget"] = "tiny"
+    params["reference"].update(max_epochs=None, patience=None)  # the tiny budget's
     params["crossval"]["workers"] = 1
     params["tracking"].update(uri="sqlite:///mlflow.db", artifact_root="mlartifacts")
     return params
@@ -202,3 +203,16 @@ def test_a_channel_subset_is_another_checkpoint():
     assert first_channels(data, None) is data
     with pytest.raises(ValueError, match="7 channels asked"):
         first_channels(data, 7)
+
+
+def test_the_paper_network_has_its_own_epochs_and_patience_else_the_budgets():
+    from rrlfeh.stages.reference import Settings
+
+    params = tiny_params()
+    tiny = params["budgets"]["tiny"]["crossval"]
+    own = Settings.from_params(params, REPO).fit
+    assert (own.max_epochs, own.patience) == (tiny["max_epochs"], tiny["patience"])
+    params["reference"].update(max_epochs=7, patience=2)
+    fit = Settings.from_params(params, REPO).fit
+    assert (fit.max_epochs, fit.patience) == (7, 2)
+    assert Settings.from_params(params, REPO).n_splits == tiny["n_splits"]  # the budget's folds

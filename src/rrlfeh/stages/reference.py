@@ -9,7 +9,8 @@ magnitude, phase x period), never the per-star channels of the champion.
 No Hyperband search here: the paper's published hyperparameters are the result of the paper's
 own Hyperband search, so the network is taken as published. It is fitted on the same folds as
 `crossval`'s first repeat (`stratified_folds` gives repeat 1 identically whatever the number of
-repeats), with crossval's epoch budget, early stopping, seeds and fold jobs (`FoldJob`,
+repeats), with its own epochs and patience (`reference.max_epochs`, `patience`; null: crossval's
+budget), crossval's early stopping, seeds and fold jobs (`FoldJob`,
 `fit_fold`, `run_jobs`): every fold a nested MLflow run under `paper GRU <type>`, checkpointed
 in data/cache/reference so a stopped run resumes. The test split of `preprocess` is predicted by
 the mean of the fold models, as `train`'s ensemble predicts it.
@@ -64,7 +65,10 @@ class Settings:
         from rrlfeh import config
 
         ref, c = config.section(params, "reference"), config.section(params, "crossval")
-        budget = config.training_budget(params)["crossval"]
+        # the budget's folds; its epochs and patience unless `reference` sets its own (the
+        # paper's network, without the per-star path, learns more slowly than the champion's)
+        budget = {**config.training_budget(params)["crossval"],
+                  **{k: ref[k] for k in ("max_epochs", "patience") if ref.get(k) is not None}}
         # one repeat by default: the paper's network costs as much as a crossval repeat, and
         # repeat 1 alone is already the champion's own folds (a like-for-like comparison)
         return cls(n_splits=int(budget["n_splits"]), n_repeats=int(ref.get("n_repeats", 1)),
