@@ -62,3 +62,33 @@ def test_the_served_answer_shown_is_strict_json_with_the_output_columns():
         answer = json.loads(block, parse_constant=refuse)
         for row in answer["predictions"]:
             assert list(row) == list(OUTPUT_COLUMNS)
+
+
+def layout_entries() -> dict[str, str]:
+    """docs/layout.md's src/rrlfeh/ block: each entry's name (`cli.py`, `serving/`) and its text
+    (the entry's line and its indented continuation lines)."""
+    block = re.search(r"```\n(.*?)```", (REPO / "docs" / "layout.md").read_text(), re.S).group(1)
+    part = block.split("src/rrlfeh/\n", 1)[1].split("\ntests/", 1)[0]
+    entries: dict[str, str] = {}
+    name = None
+    for line in part.splitlines():
+        m = re.match(r"  (\S+)\s", line + " ")
+        if m:
+            name = m.group(1)
+            entries[name] = line
+        elif name:
+            entries[name] += " " + line.strip()
+    return entries
+
+
+def test_the_layout_page_names_every_module_and_nothing_else():
+    pkg = REPO / "src" / "rrlfeh"
+    entries = layout_entries()
+    modules = {p.name for p in pkg.glob("*.py") if p.name != "__init__.py"}
+    packages = {f"{p.name}/" for p in pkg.iterdir() if (p / "__init__.py").exists()}
+    assert set(entries) == modules | packages, sorted(set(entries) ^ (modules | packages))
+    for sub in packages:
+        words = set(re.findall(r"[a-z_0-9]+", entries[sub]))
+        stems = {p.stem for p in (pkg / sub).glob("*.py") if p.stem != "__init__"}
+        missing = {s for s in stems if s not in words and s.rstrip("s") not in words}
+        assert not missing, f"docs/layout.md {sub}: {sorted(missing)} not described"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +30,10 @@ from served import (
     split_body,
     start_server,
     stop_server,
+    strict_json,
 )
+
+from conftest import REPO, project_env
 
 pytestmark = pytest.mark.slow
 
@@ -338,6 +343,39 @@ def test_a_mixed_request_scores_the_good_stars_as_alone(server, project, catalog
 
 
 # ---- and then --------------------------------------------------------------------------------
+
+
+def docs_serving_example() -> tuple[str, str, dict]:
+    """docs/using.md's serving example: the Python that writes the request, the curl command and
+    the answer shown after them."""
+    text = (REPO / "docs" / "using.md").read_text()
+    m = re.search(r"```bash\n\.venv/bin/python - <<'PY'[^\n]*\n(.*?)\nPY\n(curl [^\n]+)\n```\n"
+                  r"```json\n(.*?)```", text, re.S)
+    assert m, "docs/using.md: the serving example (python heredoc, curl, json) is not there"
+    return m.group(1), m.group(2), strict_json(m.group(3))
+
+
+def test_the_docs_serving_example_runs_and_answers_as_shown(server, shared_data, tmp_path):
+    """The docs' example, run as written (its request file and port moved to this test's):
+    a strict-JSON answer with the columns shown and the model-independent values shown (the
+    derived period, type, epochs, status); [Fe/H] depends on the champion, so only its kind."""
+    code, curl, shown = docs_serving_example()
+    body = tmp_path / "star.json"
+    code = code.replace("/tmp/star.json", str(body)).replace("../shared/data", str(shared_data))
+    subprocess.run([sys.executable, "-"], input=code, text=True, cwd=REPO, check=True,
+                   env=project_env())
+    port = server.url.rsplit(":", 1)[1]
+    curl = curl.replace("/tmp/star.json", str(body)).replace("127.0.0.1:5001", f"127.0.0.1:{port}")
+    out = subprocess.run(curl, shell=True, capture_output=True, text=True, cwd=REPO, check=True)
+    got = strict_json(out.stdout)["predictions"]
+    want = shown["predictions"]
+    assert [list(r) for r in got] == [list(r) for r in want]
+    for g, w in zip(got, want, strict=True):
+        for key in ("source_id", "type", "period_derived", "n_epochs", "status", "in_domain",
+                    "domain_reason"):
+            assert g[key] == w[key], key
+        assert g["period"] == pytest.approx(w["period"], rel=1e-9)
+        assert all(isinstance(g[c], float) and np.isfinite(g[c]) for c in NUMBERS)
 
 
 def test_the_server_still_answers_a_good_request_after_the_bad_ones(server, project, catalogue,
