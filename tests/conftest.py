@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -88,11 +91,77 @@ def smallest_budget(params: dict) -> None:
     params["reference"].update(max_epochs=None, patience=None)  # the tiny budget's
 
 
-@pytest.fixture(scope="session")
-def pipeline_project(tmp_path_factory) -> Path:
-    """A copy of the working tree (what a clone would hold) with a small synthetic sample, after
-    a real `dvc repro` on the tiny budget: trained, registered (rrl-feh@champion in its own
-    mlflow.db) and scored. Shared by the tests; copy it before changing anything in it."""
+# ---- projects built in the background -------------------------------------------------------
+# A project's `dvc repro` on the tiny budget is mostly single-threaded Python (TensorFlow's
+# tracing, MLflow, DVC), so the builds a session needs start together when its first test runs,
+# the tests that need none run meanwhile (`pytest_collection_modifyitems` puts them first), and
+# each build's fixture waits for its own. On 2 cores this overlaps most of their cost.
+
+BUILD_TIMEOUT_S = 3000  # one build, with the others and the unit tests beside it
+
+
+@dataclass
+class Build:
+    """How to make one project (`prepare(work) -> the command`) and, once started, its run."""
+
+    prepare: Callable[[Path], list[str]]
+    work: Path | None = None
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+
+    def start(self, work: Path) -> None:
+        self.work, cmd = work, self.prepare(work)
+        log = open(work / "repro.log", "w")  # noqa: SIM115 (the child writes it till it ends)
+        self.proc = subprocess.Popen(cmd, cwd=work, env=project_env(), stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.started = time.monotonic()
+
+    def wait(self) -> Path:
+        """The built project; the build's log in the failure message if it failed."""
+        rc = self.proc.wait(timeout=BUILD_TIMEOUT_S)
+        text = (self.work / "repro.log").read_text()
+        assert rc == 0, f"{self.proc.args} failed in {self.work}:\n{text[-6000:]}"
+        return self.work
+
+
+BUILDS: dict[str, Build] = {}
+
+
+def background_build(name: str) -> Callable[[Callable[[Path], list[str]]], Build]:
+    """Registers `prepare` as the build behind the fixture `name` (a test module defines the
+    fixture as `return BUILDS[name].wait()`); returns the Build."""
+    def register(prepare: Callable[[Path], list[str]]) -> Build:
+        BUILDS[name] = Build(prepare)
+        return BUILDS[name]
+    return register
+
+
+def _needs_build(item: pytest.Item) -> bool:
+    return any(name in BUILDS for name in getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(session, config, items: list[pytest.Item]) -> None:
+    """Modules whose tests need no background build first (in their order), then the others, so
+    the builds run beside the first ones; a module is never split."""
+    late = {item.module.__name__ for item in items if _needs_build(item) and item.module}
+    items.sort(key=lambda item: getattr(item.module, "__name__", "") in late)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_builds(request, tmp_path_factory):
+    """Starts every build a collected test needs; stops any still running at the end."""
+    wanted = {n for item in request.session.items for n in getattr(item, "fixturenames", ())
+              if n in BUILDS}
+    for name in sorted(wanted):
+        BUILDS[name].start(tmp_path_factory.mktemp(name))
+    yield
+    for build in BUILDS.values():
+        if build.proc is not None and build.proc.poll() is None:
+            os.killpg(build.proc.pid, signal.SIGTERM)
+
+
+@background_build("pipeline_project")
+def _pipeline_project(work: Path) -> list[str]:
     def small(params: dict) -> None:
         params["acquire"]["source"] = "synthetic"
         params["acquire"]["synthetic"]["n_stars"] = 400
@@ -101,6 +170,13 @@ def pipeline_project(tmp_path_factory) -> Path:
         params["preprocess"]["augment"]["copies"] = 1  # the sparse-copy path, at half the cost
         params["sparse"]["n_draws"] = 2
 
-    work = clone_project(tmp_path_factory.mktemp("clone"), small)
-    run(["dvc", "repro"], work)
-    return work
+    clone_project(work, small)
+    return ["dvc", "repro"]
+
+
+@pytest.fixture(scope="session")
+def pipeline_project() -> Path:
+    """A copy of the working tree (what a clone would hold) with a small synthetic sample, after
+    a real `dvc repro` on the tiny budget: trained, registered (rrl-feh@champion in its own
+    mlflow.db) and scored. Shared by the tests; copy it before changing anything in it."""
+    return BUILDS["pipeline_project"].wait()

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from test_acquire import individual_layout
 
-from conftest import REPO, clone_project, run, tracked_files
+from conftest import BUILDS, REPO, background_build, clone_project, run, tracked_files
 
 SRC = REPO / "src"
 PACKAGE = "rrlfeh"
@@ -256,10 +256,8 @@ def test_input_files_named_by_params_are_deps(stage: str):
 # a changed input file reruns exactly the stages it reaches (real dvc, a copy of the project)
 
 
-@pytest.fixture(scope="module")
-def files_project(tmp_path_factory) -> Path:
-    """A clone-like copy of the working tree whose `acquire` reads local files (epochs and
-    labels of a small synthetic sample under inputs/), with the data stages reproduced."""
+@background_build("files_project")
+def _files_project(work: Path) -> list[str]:
     from rrlfeh.data.synthetic import generate
 
     sample = generate(60, seed=3)
@@ -271,18 +269,31 @@ def files_project(tmp_path_factory) -> Path:
         params["acquire"]["derive"]["n_jobs"] = 1
         params["validate"].update(min_epochs=20, max_phi31_error=0.3)
 
-    work = tmp_path_factory.mktemp("files_clone")
     (work / "inputs").mkdir()
     individual_layout(sample.epochs).to_parquet(work / "inputs/epochs.parquet")
     sample.labels.to_csv(work / "inputs/labels.csv", index=False)
     clone_project(work, local_files)
-    assert ran(run(["dvc", "repro", "preprocess"], work)) == ["acquire", "validate", "preprocess"]
+    return ["dvc", "repro", "preprocess"]
+
+
+@pytest.fixture(scope="module")
+def files_project() -> Path:
+    """A clone-like copy of the working tree whose `acquire` reads local files (epochs and
+    labels of a small synthetic sample under inputs/), with the data stages reproduced (in the
+    background: conftest)."""
+    work = BUILDS["files_project"].wait()
+    assert ran_in((work / "repro.log").read_text()) == ["acquire", "validate", "preprocess"]
     return work
+
+
+def ran_in(text: str) -> list[str]:
+    """The stages a `dvc repro` ran, in order, from its output."""
+    return re.findall(r"Running stage '([^']+)'", text)
 
 
 def ran(res) -> list[str]:
     """The stages a `dvc repro` ran, in order."""
-    return re.findall(r"Running stage '([^']+)'", res.stdout)
+    return ran_in(res.stdout)
 
 
 def changed(work: Path) -> dict[str, str]:

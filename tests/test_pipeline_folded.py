@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import clone_project, run, smallest_budget
+from conftest import BUILDS, background_build, clone_project, smallest_budget
 
 N_LABELLED, N_UNLABELLED = 180, 40
 
@@ -49,10 +49,8 @@ def write_folded_set(folder: Path) -> tuple[list[int], pd.DataFrame]:
     return ids, labels
 
 
-@pytest.fixture(scope="module")
-def folded_project(tmp_path_factory) -> tuple[Path, list[int], pd.DataFrame]:
-    holder = {}
-
+@background_build("folded_project")
+def _folded_project(work: Path) -> list[str]:
     def folded(params: dict) -> None:
         params["acquire"]["synthetic"]["n_stars"] = 60  # acquire/validate still run: tiny
         smallest_budget(params)
@@ -65,11 +63,19 @@ def folded_project(tmp_path_factory) -> tuple[Path, list[int], pd.DataFrame]:
         params["report"].update(name="folded", scored_csv="data/scored/folded.csv",
                                 peer_oof="folded/peer_oof.csv")
 
-    work = tmp_path_factory.mktemp("folded")
-    holder["ids"], holder["labels"] = write_folded_set(work / "folded")
+    ids, _ = write_folded_set(work / "folded")
+    (work / "folded" / "ids.json").write_text(json.dumps(ids))
     clone_project(work, folded)
-    run(["dvc", "repro"], work)
-    return work, holder["ids"], holder["labels"]
+    return ["dvc", "repro"]
+
+
+@pytest.fixture(scope="module")
+def folded_project() -> tuple[Path, list[int], pd.DataFrame]:
+    """The folded project after its `dvc repro` (started in the background: conftest), the
+    curves' ids and the labels."""
+    work = BUILDS["folded_project"].wait()
+    ids = json.loads((work / "folded" / "ids.json").read_text())
+    return work, ids, pd.read_csv(work / "folded" / "labels_dev.csv")
 
 
 def test_every_curve_is_scored_once_without_a_period(folded_project):

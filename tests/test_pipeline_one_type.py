@@ -7,17 +7,28 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from conftest import clone_project, run, smallest_budget
+from conftest import BUILDS, background_build, clone_project, smallest_budget
 
 
-def test_a_type_too_small_to_train_is_skipped_to_the_end(tmp_path: Path):
+@background_build("one_type_project")
+def _one_type_project(work: Path) -> list[str]:
     def one_small_type(params: dict) -> None:
         params["acquire"]["synthetic"].update(n_stars=300, frac_rrc=0.08)
         smallest_budget(params)
 
-    work = clone_project(tmp_path / "clone", one_small_type)
-    run(["dvc", "repro", "score"], work)  # to the catalogue (the report's stages aside)
+    clone_project(work, one_small_type)
+    return ["dvc", "repro", "score"]  # to the catalogue (the report's stages aside)
+
+
+@pytest.fixture(scope="module")
+def one_type_project() -> Path:
+    return BUILDS["one_type_project"].wait()
+
+
+def test_a_type_too_small_to_train_is_skipped_to_the_end(one_type_project: Path):
+    work = one_type_project
     cv = json.loads((work / "reports/crossval.json").read_text())
     assert "< tune.min_stars 50" in cv["RRc"]["skipped"] and "val" in cv["RRab"]
     for name in ("learning_curves", "true_vs_predicted", "residuals_vs_epochs"):
