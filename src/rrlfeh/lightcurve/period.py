@@ -3,14 +3,18 @@
 Coarse-to-fine: a 2-harmonic generalised periodogram of the magnitude ranks on a dense grid (all
 frequencies at once; ranks keep the period and blunt outliers), the top peaks refined with a
 4-harmonic fit on a fine local grid (the extra harmonics break the aliases of Gaia's scanning
-law), the winner chosen by a robust (truncated-quadratic) loss, polished by a bounded 1-D
-minimisation of chi2 and checked for being a multiple of a shorter period.
+law), the winner chosen by a robust (truncated-quadratic) loss, polished by parabolic steps on
+chi2 and checked for being a multiple of a shorter period.
 
 Speed comes from the trigonometric sums: on a uniform grid f = f_b + j*df, exp(2 pi i k f t)
 factorises into a block part and an offset part, so every sum over the points for every grid
 frequency is one small complex matrix product (BLAS) instead of n_freq * n_points sin/cos calls.
 The least-squares chi2 at every frequency then comes from a Cholesky solve vectorised across
-frequencies (the normal matrix is built from the same sums).
+frequencies (the normal matrix is built from the same sums). That coarse pass is most of the
+cost, so it first runs on every `coarse_stride`-th grid frequency and only the neighbourhoods of
+the highest peaks found there are computed on the full grid (the same peaks for ~1/stride of
+the work). The refine's local grids factorise the same way (centre x offset), and the robust
+fits, the polish and the alias test solve their small normal equations in batches.
 
 Several bands (`search_period_bands`: G, BP, RP): each mapped onto G (own mean, amplitude
 ratio), the points of a transit averaged, the same search run on the averaged curve.
@@ -21,12 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import betainc
 
 TWO_PI = 2.0 * np.pi
 # the coarse grid's size bound: 1e6 trial frequencies is a baseline of ~50,000 d at 0.2-1 d
 MAX_TRIAL_FREQUENCIES = 1_000_000
+# strided coarse pass: peaks of the strided power climbed on the full grid, per candidate kept
+# (peaks of nearly noiseless curves are ~2 grid steps wide: a stride of 2 can halve their power)
+SEEDS_PER_CANDIDATE = 4
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,37 @@ class PeriodResult:
 
 
 def _design(tc: np.ndarray, freqs: np.ndarray, n_harmonics: int) -> np.ndarray:
-    """Design matrices [1, cos(k 2 pi f t), sin(k 2 pi f t)], shape (F, N, 2K+1)."""
-    x = TWO_PI * np.outer(freqs, tc)
-    cols = [np.ones_like(x)]
+    """Design matrices [1, cos(k 2 pi f t), sin(k 2 pi f t)], shape (F, N, 2K+1); the harmonics
+    as powers of one complex exponential (one exp call instead of 2K sin/cos calls)."""
+    z = np.exp((1j * TWO_PI) * np.outer(freqs, tc))
+    out = np.empty((*z.shape, 2 * n_harmonics + 1))
+    out[..., 0] = 1.0
+    zk = z
     for k in range(1, n_harmonics + 1):
-        cols += [np.cos(k * x), np.sin(k * x)]
-    return np.stack(cols, axis=-1)
+        if k > 1:
+            zk = zk * z
+        out[..., 2 * k - 1] = zk.real
+        out[..., 2 * k] = zk.imag
+    return out
+
+
+def _median_rows(a: np.ndarray) -> np.ndarray:
+    """np.median(a, axis=1) by a partial sort, without np.median's per-call overhead."""
+    h = a.shape[1] // 2
+    if a.shape[1] % 2:
+        return np.partition(a, h, axis=1)[:, h]
+    part = np.partition(a, (h - 1, h), axis=1)
+    return 0.5 * (part[:, h - 1] + part[:, h])
+
+
+def _fitted(design: np.ndarray, y: np.ndarray, uw: np.ndarray) -> np.ndarray:
+    """Fitted values (F, N) of the weighted least-squares fits of y, one per design matrix
+    (F, N, p), with weights uw (F, N); the normal matrix slightly regularised (1e-12 trace)."""
+    xw = design.transpose(0, 2, 1) * uw[:, None, :]                  # (F, p, N)
+    gram = xw @ design
+    gram += np.eye(design.shape[-1]) * (1e-12 * np.trace(gram, axis1=1, axis2=2))[:, None, None]
+    coef = np.linalg.solve(gram, (xw @ y)[..., None])
+    return (design @ coef)[..., 0]
 
 
 def _robust_residuals(tc: np.ndarray, y: np.ndarray, w: np.ndarray, freqs: np.ndarray,
@@ -63,13 +94,9 @@ def _robust_residuals(tc: np.ndarray, y: np.ndarray, w: np.ndarray, freqs: np.nd
     sw = np.sqrt(w)
     use = np.ones((len(freqs), len(tc)))
     for it in range(iterations + 1):
-        gram = np.einsum("fnp,fn,fnq->fpq", design, use * w, design)
-        rhs = np.einsum("fnp,fn->fp", design, use * w * y)
-        gram += np.eye(n_params) * (1e-12 * np.trace(gram, axis1=1, axis2=2))[:, None, None]
-        coef = np.linalg.solve(gram, rhs[..., None])[..., 0]
-        z = (y - np.einsum("fnp,fp->fn", design, coef)) * sw
-        dev = np.abs(z - np.median(z, axis=1, keepdims=True))
-        scale = 1.4826 * np.median(dev, axis=1)
+        z = (y - _fitted(design, y, use * w)) * sw
+        dev = np.abs(z - _median_rows(z)[:, None])
+        scale = 1.4826 * _median_rows(dev)
         if it == iterations:
             break
         new_use = dev <= clip_sigma * np.maximum(scale, 1e-300)[:, None]
@@ -78,13 +105,19 @@ def _robust_residuals(tc: np.ndarray, y: np.ndarray, w: np.ndarray, freqs: np.nd
     return z, scale
 
 
+def _chi2_many(tc: np.ndarray, y: np.ndarray, w: np.ndarray, freqs: np.ndarray,
+               n_harmonics: int) -> np.ndarray:
+    """chi2 of the weighted K-harmonic least-squares fit at each frequency (0 harmonics: the
+    weighted mean alone), by the normal equations: a (2K+1)-square solve per frequency, all
+    frequencies at once."""
+    design = _design(tc, np.asarray(freqs, float), n_harmonics)
+    resid = y - _fitted(design, y, np.broadcast_to(w, design.shape[:2]))
+    return (resid * resid) @ w
+
+
 def _chi2_at(tc: np.ndarray, y: np.ndarray, w: np.ndarray, f: float, n_harmonics: int) -> float:
-    """chi2 of the weighted K-harmonic least-squares fit at one frequency (0 harmonics: the
-    weighted mean alone)."""
-    design = _design(tc, np.array([f]), n_harmonics)[0]
-    sw = np.sqrt(w)
-    coef, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
-    return float(np.sum(w * (y - design @ coef) ** 2))
+    """chi2 of the weighted K-harmonic least-squares fit at one frequency."""
+    return float(_chi2_many(tc, y, w, np.array([f]), n_harmonics)[0])
 
 
 def max_harmonics_for(n_points: int, *, max_harmonics: int, min_points_per_param: float) -> int:
@@ -258,6 +291,163 @@ def light_curve_arrays(t, mag, sigma) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return t, mag, sigma
 
 
+def _sums_local(tc: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.ndarray,
+                offsets: np.ndarray, n_harmonics: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sums of `_sums_direct` at centres[c] + offsets[j], flattened (c major), `y` and `w`
+    one row per centre (C, N): exp(2 pi i k (f_c + o_j) t) factorises, so each harmonic is one
+    (C, N) @ (N, J) product instead of C*J*N complex exponentials."""
+    zc = np.exp((1j * TWO_PI) * np.outer(centres, tc))              # (C, N)
+    zo = np.exp((1j * TWO_PI) * np.outer(tc, offsets))              # (N, J)
+    wy = w * y
+    shape = (len(centres) * len(offsets),)
+    s = np.empty((2 * n_harmonics, *shape), dtype=np.complex128)
+    tt = np.empty((n_harmonics, *shape), dtype=np.complex128)
+    a, b = zc, zo
+    for k in range(1, 2 * n_harmonics + 1):
+        if k > 1:
+            a = a * zc
+            b = b * zo
+        s[k - 1] = ((a * w) @ b).ravel()
+        if k <= n_harmonics:
+            tt[k - 1] = ((a * wy) @ b).ravel()
+    return s, tt
+
+
+def _top_peaks(power: np.ndarray, index: np.ndarray, n_peaks: int, step: int = 1
+               ) -> np.ndarray:
+    """Grid indices of the `n_peaks` highest local maxima of `power`, known at the sorted grid
+    indices `index` (a point counts when both neighbours `step` away are known), the first and
+    last known points always among the peaks: the grid's ends may hold the true maximum."""
+    inner = np.zeros(len(index), dtype=bool)
+    inner[1:-1] = ((index[:-2] == index[1:-1] - step) & (index[2:] == index[1:-1] + step)
+                   & (power[1:-1] >= power[:-2]) & (power[1:-1] > power[2:]))
+    peaks = np.concatenate([np.flatnonzero(inner), [0, len(index) - 1]])
+    return index[peaks[np.argsort(power[peaks])[::-1][:n_peaks]]]
+
+
+def _rank_power(tc: np.ndarray, yr: np.ndarray, chi_r: float, f_min: float, df: float,
+                index: np.ndarray, n_harmonics: int) -> np.ndarray:
+    """K-harmonic power of the centred ranks at grid frequencies f_min + index*df (uniform
+    `index` steps through the block factorisation, anything else through direct sums)."""
+    w = np.ones(len(tc))
+    step = index[1] - index[0] if len(index) > 1 else 1
+    if len(index) > 64 and np.all(np.diff(index) == step):
+        sums = _sums_grid(tc, yr, w, f_min + index[0] * df, step * df, len(index), n_harmonics)
+    else:
+        sums = _sums_direct(tc, yr, w, f_min + index * df, n_harmonics)
+    return _explained_chi2(*sums, float(len(tc))) / chi_r
+
+
+def _coarse_candidates(t: np.ndarray, mag: np.ndarray, f_min: float, df: float, n_freq: int,
+                       n_harmonics: int, n_candidates: int, stride: int = 1) -> np.ndarray:
+    """Frequencies of the `n_candidates` highest local maxima (the grid's two ends count) of
+    the K-harmonic power of the magnitude ranks on the grid f_min + j*df, j < n_freq.
+
+    `stride` > 1: the power is computed on every stride-th grid frequency only, and the
+    SEEDS_PER_CANDIDATE * n_candidates highest peaks found there are climbed to the full
+    grid's local maxima (the full grid within +-stride of each): nearly always the same peaks
+    for about 1/stride of the cost, the refine that follows being cheap next to the coarse
+    pass."""
+    # ranks, unweighted: any monotonic transform keeps the period, and ranks bound the pull of
+    # the wild points Gaia curves keep after the rejection flags
+    n = len(t)
+    ranks = (np.argsort(np.argsort(mag)) + 0.5) / n
+    tc, yr, _, chi_r = _prepare(t, ranks, np.ones(n))
+    stride = max(1, min(int(stride), (n_freq - 1) // 64))
+    index = np.arange(0, n_freq, stride)
+    power = _rank_power(tc, yr, chi_r, f_min, df, index, n_harmonics)
+    if stride == 1:
+        return f_min + _top_peaks(power, index, n_candidates) * df
+    seeds = np.r_[_top_peaks(power, index, SEEDS_PER_CANDIDATE * n_candidates, stride),
+                  0, n_freq - 1]
+    index = np.unique(np.clip(seeds[:, None] + np.arange(-stride, stride + 1), 0, n_freq - 1))
+    power = _rank_power(tc, yr, chi_r, f_min, df, index, n_harmonics)
+    return f_min + _top_peaks(power, index, n_candidates) * df
+
+
+def _local_explained(tc: np.ndarray, y: np.ndarray, w: np.ndarray, cand_f: np.ndarray,
+                     offsets: np.ndarray, n_harmonics: int, f_min: float, f_max: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The frequencies clip(cand_f[c] + offsets[j], f_min, f_max), shape (C, J), and the
+    explained chi2 of the K-harmonic fit there, weights `w` one row per candidate (C, N), y
+    centred on each row's weighted mean. Rows inside the limits go through `_sums_local`, the
+    rare rows that cross them (repeated edge frequencies) through `_sums_direct`."""
+    fine = np.clip(cand_f[:, None] + offsets[None, :], f_min, f_max)
+    w_sum = w.sum(axis=1)
+    yc = y - (w @ y / w_sum)[:, None]
+    explained = np.empty(fine.shape)
+    inside = (cand_f + offsets[0] >= f_min) & (cand_f + offsets[-1] <= f_max)
+    if inside.any():
+        s, tt = _sums_local(tc, yc[inside], w[inside], cand_f[inside], offsets, n_harmonics)
+        explained[inside] = _explained_chi2(s, tt, np.repeat(w_sum[inside], len(offsets))
+                                            ).reshape(-1, len(offsets))
+    for c in np.flatnonzero(~inside):
+        s, tt = _sums_direct(tc, yc[c], w[c], fine[c], n_harmonics)
+        explained[c] = _explained_chi2(s, tt, float(w_sum[c]))
+    return fine, explained
+
+
+def _refine(tc: np.ndarray, y: np.ndarray, w: np.ndarray, cand_f: np.ndarray, n_harmonics: int,
+            clip_sigma: float, offsets: np.ndarray, f_min: float, f_max: float) -> np.ndarray:
+    """Best fine-grid frequency near each candidate by the K-harmonic chi2 of the magnitudes,
+    leaving out the points a robust fit at the candidate calls outliers."""
+    z, scales = _robust_residuals(tc, y, w, cand_f, n_harmonics, clip_sigma)
+    dev = np.abs(z - _median_rows(z)[:, None])
+    wc = np.where(dev <= clip_sigma * np.maximum(scales, 1e-300)[:, None], w, 0.0)  # (C, N)
+    fine, explained = _local_explained(tc, y, wc, cand_f, offsets, n_harmonics, f_min, f_max)
+    return fine[np.arange(len(cand_f)), np.argmax(explained, axis=1)]
+
+
+def _pick(tc: np.ndarray, y: np.ndarray, w: np.ndarray, mag: np.ndarray, freqs: np.ndarray,
+          n_harmonics: int, clip_sigma: float, outlier_min_fraction: float
+          ) -> tuple[float, np.ndarray]:
+    """The frequency with the least truncated-quadratic loss (robust to outliers; scale: the
+    smallest robust residual scale among the frequencies) and the inlier mask of its fit."""
+    z, scales = _robust_residuals(tc, y, w, freqs, n_harmonics, clip_sigma)
+    centred = z - _median_rows(z)[:, None]
+    scale = max(float(scales.min()), 1e-12)
+    loss = np.minimum((centred / scale) ** 2, clip_sigma**2).sum(axis=1)
+    pick = int(np.argmin(loss))
+    # an outlier must also be far in magnitudes: a few harmonics miss the steep rise of RRab
+    # curves by many sigmas, and those points carry the phase information
+    spread = float(np.subtract(*np.percentile(mag, [95, 5])))
+    inliers = ((np.abs(centred[pick]) <= clip_sigma * max(float(scales[pick]), 1e-12))
+               | (np.abs(centred[pick]) / np.sqrt(w) <= outlier_min_fraction * spread))
+    return float(freqs[pick]), inliers
+
+
+def _polish(tc: np.ndarray, y: np.ndarray, w: np.ndarray, f: float, half_width: float,
+            n_harmonics: int, f_min: float, f_max: float, xatol: float) -> tuple[float, float]:
+    """The chi2 minimum within f +- half_width and its chi2: parabolas through chi2 at three
+    points (one batched fit each), spaced half_width, then 10 times closer about the last
+    vertex, until they are `xatol` apart; the best point evaluated wins (f when none beats it)."""
+    lo, hi = max(f_min, f - half_width), min(f_max, f + half_width)
+    best_f, best_chi2 = f, np.inf  # the first three points include f itself
+    centre, step = f, max(half_width, xatol)
+    while True:
+        xs = np.clip(centre + np.array([-step, 0.0, step]), lo, hi)
+        chi2 = _chi2_many(tc, y, w, xs, n_harmonics)
+        i = int(np.argmin(chi2))
+        if chi2[i] < best_chi2:
+            best_f, best_chi2 = float(xs[i]), float(chi2[i])
+        if step <= xatol:
+            break
+        centre = float(np.clip(_vertex(xs, chi2), lo, hi))
+        step /= 10.0
+    return best_f, best_chi2
+
+
+def _vertex(x: np.ndarray, y: np.ndarray) -> float:
+    """Abscissa of the minimum of the parabola through three points (the lowest point where
+    they are not distinct or not convex)."""
+    d1 = (y[1] - y[0]) / (x[1] - x[0]) if x[1] > x[0] else np.nan
+    d2 = (y[2] - y[1]) / (x[2] - x[1]) if x[2] > x[1] else np.nan
+    curvature = (d2 - d1) / (x[2] - x[0]) if x[2] > x[0] else np.nan
+    if not curvature > 0:
+        return float(x[np.argmin(y)])
+    return float(0.5 * (x[0] + x[1]) - d1 / (2.0 * curvature))
+
+
 def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
                   min_period: float = 0.2, max_period: float = 1.0,
                   oversampling: float = 5.0, coarse_harmonics: int = 2,
@@ -265,7 +455,7 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
                   refine_factor: int = 10, refine_halfwidth: float = 2.0,
                   min_points_per_param: float = 3.0,
                   subharmonic_alpha: float = 1e-3, clip_sigma: float = 5.0,
-                  outlier_min_fraction: float = 0.5) -> PeriodResult:
+                  outlier_min_fraction: float = 0.5, coarse_stride: int = 2) -> PeriodResult:
     """Best period (d) of one light curve in [min_period, max_period].
 
     `oversampling`: coarse grid step = 1/(oversampling * baseline). The `n_candidates` highest
@@ -274,8 +464,10 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
     `refine_harmonics`-term fit (fewer when the points per parameter would drop below
     `min_points_per_param`). The candidate with the least truncated-quadratic loss wins;
     points beyond `clip_sigma` robust sigmas of its fit and off it by more than
-    `outlier_min_fraction` of the 5-95 % magnitude range are outliers, left out of the bounded
-    Brent polish of chi2, the tests below and the result's power.
+    `outlier_min_fraction` of the 5-95 % magnitude range are outliers, left out of the
+    polish of chi2 (`_polish`, to 1 % of a fine step), the tests below and the result's power.
+    `coarse_stride` > 1 computes the coarse power on every coarse_stride-th frequency first
+    and the full grid only about its highest peaks (`_coarse_candidates`).
     If the harmonics that are not multiples of m (m = 2, 3) are not significant at
     `subharmonic_alpha` (F-test), the period is a multiple of the true one and P/m is taken.
     """
@@ -288,7 +480,6 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
     if k_ref < 1:
         raise ValueError(f"{n} points are too few for a 1-harmonic fit "
                          f"at {min_points_per_param:g} points per parameter")
-    k_coarse = min(coarse_harmonics, k_ref)
     baseline = float(t.max() - t.min())
     if baseline <= 0:
         raise ValueError("all observations at the same time")
@@ -298,47 +489,14 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
     if n_freq > MAX_TRIAL_FREQUENCIES:  # a Gaia baseline (~1,000 d) needs ~20,000
         raise ValueError(f"time baseline {baseline:.3g} d would need {float(n_freq):.2g} "
                          f"trial frequencies (> {MAX_TRIAL_FREQUENCIES:.0e}); times in days?")
-    # coarse stage on magnitude ranks, unweighted: any monotonic transform keeps the period,
-    # and ranks bound the pull of the wild points Gaia curves keep after the rejection flags
-    ranks = (np.argsort(np.argsort(mag)) + 0.5) / n
-    tc, yr, wr, chi_r = _prepare(t, ranks, np.ones(n))
-    s, tt = _sums_grid(tc, yr, wr, f_min, df, n_freq, k_coarse)
-    power = _explained_chi2(s, tt, float(n)) / chi_r
-    inner = (power[1:-1] >= power[:-2]) & (power[1:-1] > power[2:])
-    peaks = np.flatnonzero(inner) + 1
-    peaks = np.concatenate([peaks, [0, n_freq - 1]])  # the edges may hold the true maximum
-    peaks = peaks[np.argsort(power[peaks])[::-1][:n_candidates]]
-    cand_f = f_min + peaks * df
-
-    # refine each candidate with the multi-harmonic chi2 of the real magnitudes, leaving out
-    # the points a robust fit at the coarse frequency calls outliers
-    tc, y, w, chi0 = _prepare(t, mag, sigma)
+    cand_f = _coarse_candidates(t, mag, f_min, df, n_freq, min(coarse_harmonics, k_ref),
+                                n_candidates, coarse_stride)
+    tc, y, w, _ = _prepare(t, mag, sigma)
     fine_df = df / refine_factor
     half = int(round(refine_halfwidth * refine_factor))
-    offs = np.arange(-half, half + 1) * fine_df
-    z, scales = _robust_residuals(tc, y, w, cand_f, k_ref, clip_sigma)
-    dev = np.abs(z - np.median(z, axis=1, keepdims=True))
-    wc = np.where(dev <= clip_sigma * np.maximum(scales, 1e-300)[:, None], w, 0.0)  # (C, N)
-    fine = np.clip(cand_f[:, None] + offs[None, :], f_min, f_max)                    # (C, F)
-    wf = np.repeat(wc, len(offs), axis=0)                                            # (C*F, N)
-    yf = y - (wf @ y / wf.sum(axis=1))[:, None]
-    s, tt = _sums_direct(tc, yf, wf, fine.ravel(), k_ref)
-    explained = _explained_chi2(s, tt, wf.sum(axis=1)).reshape(fine.shape)
-    fine_best = fine[np.arange(len(cand_f)), np.argmax(explained, axis=1)]
-
-    # pick the candidate with the least truncated-quadratic loss (robust to outliers), the
-    # scale being the smallest robust residual scale among the candidates
-    z, scales = _robust_residuals(tc, y, w, fine_best, k_ref, clip_sigma)
-    centred = z - np.median(z, axis=1, keepdims=True)
-    scale = max(float(scales.min()), 1e-12)
-    loss = np.minimum((centred / scale) ** 2, clip_sigma**2).sum(axis=1)
-    pick = int(np.argmin(loss))
-    f_best = float(fine_best[pick])
-    # an outlier must also be far in magnitudes: a few harmonics miss the steep rise of RRab
-    # curves by many sigmas, and those points carry the phase information
-    spread = float(np.subtract(*np.percentile(mag, [95, 5])))
-    inliers = ((np.abs(centred[pick]) <= clip_sigma * max(float(scales[pick]), 1e-12))
-               | (np.abs(centred[pick]) / np.sqrt(w) <= outlier_min_fraction * spread))
+    fine_best = _refine(tc, y, w, cand_f, k_ref, clip_sigma, np.arange(-half, half + 1) * fine_df,
+                        f_min, f_max)
+    f_best, inliers = _pick(tc, y, w, mag, fine_best, k_ref, clip_sigma, outlier_min_fraction)
 
     n_in = int(inliers.sum())
     k_ref = max_harmonics_for(n_in, max_harmonics=refine_harmonics,
@@ -347,31 +505,19 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
         raise ValueError(f"{n_in} points left after clipping {n - n_in} outliers are too few "
                          f"for a 1-harmonic fit")
     tc, y, w, chi0 = _prepare(t[inliers], mag[inliers], sigma[inliers])
-
-    def explained_at(f: float, n_harm: int) -> float:
-        return chi0 - _chi2_at(tc, y, w, f, n_harm)
-
-    def polish(f: float, half_width: float) -> float:
-        lo, hi = max(f_min, f - half_width), min(f_max, f + half_width)
-        if hi <= lo:
-            return f
-        res = minimize_scalar(lambda x: _chi2_at(tc, y, w, x, k_ref), bounds=(lo, hi),
-                              method="bounded", options={"xatol": fine_df * 1e-2})
-        return float(res.x) if res.fun < _chi2_at(tc, y, w, f, k_ref) else f
-
-    f_best = polish(f_best, fine_df)
+    limits = dict(f_min=f_min, f_max=f_max, xatol=fine_df * 1e-2)
+    f_best, chi2_full = _polish(tc, y, w, f_best, fine_df, k_ref, **limits)
     # a multiple of the true period fits as well with the same number of terms (its odd
     # harmonics soak up noise): keep m*f unless the harmonics that are not multiples of m matter
     for m in (2, 3):
         if m * f_best > f_max:
             continue
-        chi2_full = _chi2_at(tc, y, w, f_best, k_ref)
         k_sub = k_ref // m
         chi2_sub = _chi2_at(tc, y, w, m * f_best, k_sub)
         if subharmonic_p_value(chi2_sub, chi2_full, n_in, k_ref, k_sub) > subharmonic_alpha:
-            f_best = polish(m * f_best, m * fine_df)
+            f_best, chi2_full = _polish(tc, y, w, m * f_best, m * fine_df, k_ref, **limits)
             break
-    final_power = explained_at(f_best, k_ref) / chi0
+    final_power = (chi0 - chi2_full) / chi0
     n_indep = (f_max - f_min) * baseline * k_ref
     return PeriodResult(
         period=1.0 / f_best,
