@@ -1,5 +1,6 @@
 """Fourier fit at a known period recovers amplitude, epoch of maximum, phi31 (with an honest
-error), R21 and the intensity-averaged mean of a known curve."""
+error), R21 and the intensity-averaged mean of a known curve; the batched fit of many stars
+gives the per-star fit's numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import numpy as np
 import pytest
 from test_period import fourier_model, simulate_gaia
 
-from rrlfeh.lightcurve.fourier import choose_harmonics, fit_fourier, fit_fourier_clipped
+from rrlfeh.lightcurve.features import features_of_stars, features_one_by_one
+from rrlfeh.lightcurve.fourier import (
+    choose_harmonics,
+    fit_fourier,
+    fit_fourier_batch,
+    fit_fourier_clipped,
+)
 
 
 def truth_of(lc: dict) -> dict:
@@ -110,3 +117,108 @@ def test_clipped_fit_drops_outlier_keeps_the_rest() -> None:
     # clean data: nothing is dropped
     _, keep_clean = fit_fourier_clipped(lc["t"], lc["mag"], lc["sigma"], lc["period"])
     assert keep_clean.all()
+
+
+def varied_stars(seed: int = 5) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """Three dozen (t, mag, sigma, period): 12 to 200 points, RRab and RRc shapes, outliers
+    injected, and the edge cases: too few points, a NaN, a bad period, a noise-free sinusoid
+    (BIC ties of rounding noise), a flat curve, every point twice."""
+    rng = np.random.default_rng(seed)
+    stars = []
+    for i, n in enumerate([12, 13, 14, 15, 16, 18, 20, 22, 25, 28, 30, 33, 36, 40, 45, 50, 55,
+                           60, 70, 80, 90, 100, 120, 150, 200, 31, 47, 64]):
+        lc = simulate_gaia(rng, period=rng.uniform(0.25, 0.85), n_epochs=n, rrc=i % 3 == 0,
+                           a1=rng.uniform(0.1, 0.4), noise=rng.uniform(0.005, 0.04))
+        mag = lc["mag"].copy()
+        for j in rng.choice(n, size=i % 4, replace=False):   # 0-3 outliers
+            mag[j] += rng.choice([-1, 1]) * rng.uniform(0.4, 1.5)
+        stars.append((lc["t"], mag, lc["sigma"], lc["period"]))
+    t, mag, sigma, period = stars[17]
+    stars += [(t[:5], mag[:5], sigma[:5], period),                          # too few: fails
+              (t, np.r_[np.nan, mag[1:]], sigma, period),                    # NaN: fails
+              (t, mag, sigma, -0.5),                                         # bad period: fails
+              (t, 16 + 0.3 * np.cos(2 * np.pi * t / period), sigma, period),  # noise-free
+              (t, np.full(t.size, 16.0), sigma, period),                     # flat
+              (np.r_[t, t], np.r_[mag, mag], np.r_[sigma, sigma], period),   # doubled
+              (t[:0], mag[:0], sigma[:0], period)]                           # no points
+    return stars
+
+
+def ragged(stars: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flat t, mag, sigma, offsets and periods of a list of stars."""
+    offsets = np.r_[0, np.cumsum([len(s[0]) for s in stars])]
+    t, mag, sigma = (np.concatenate([s[j] for s in stars]) for j in range(3))
+    return t, mag, sigma, offsets, np.array([s[3] for s in stars])
+
+
+def assert_close(got: object, want: object, what: str) -> None:
+    """Equal to 1e-9 (relative, or absolute near 0), NaN where NaN."""
+    np.testing.assert_allclose(np.asarray(got, float), np.asarray(want, float), rtol=1e-9,
+                               atol=1e-11, err_msg=what)
+
+
+@pytest.mark.parametrize("knobs", [{}, {"min_harmonics": 1, "max_harmonics": 8,
+                                        "clip_sigma": 3.0, "max_clipped_fraction": 0.2}])
+def test_batch_equals_per_star_fit(knobs: dict) -> None:
+    stars = varied_stars()
+    batch = fit_fourier_batch(*ragged(stars), **knobs)
+    offsets = ragged(stars)[3]
+    assert batch.fallback[-4] and batch.n_clipped.sum() > 10      # both paths exercised
+    for i, (t, mag, sigma, period) in enumerate(stars):
+        try:
+            fit, keep = fit_fourier_clipped(t, mag, sigma, period, **knobs)
+        except ValueError:
+            assert not batch.ok[i], f"star {i} should fail"
+            assert np.isnan(batch.phi31[i]) and batch.n_harmonics[i] == 0
+            continue
+        assert batch.ok[i], f"star {i} should be fitted"
+        k, p = fit.n_harmonics, 2 * fit.n_harmonics + 1
+        assert batch.n_harmonics[i] == k, f"star {i}: harmonics"
+        assert batch.n_points[i] == fit.n_points and batch.n_clipped[i] == (~keep).sum()
+        np.testing.assert_array_equal(batch.keep[offsets[i]:offsets[i + 1]], keep)
+        for name in ("phi31", "phi31_error", "r21", "amplitude", "chi2", "reference_time"):
+            assert_close(getattr(batch, name)[i], getattr(fit, name), f"star {i}: {name}")
+        assert_close(batch.coefficients[i, :p], fit.coefficients, f"star {i}: coefficients")
+        assert_close(batch.covariance[i, :p, :p], fit.covariance, f"star {i}: covariance")
+        assert_close(batch.amplitudes[i, :k], fit.amplitudes, f"star {i}: amplitudes")
+        assert np.isnan(batch.coefficients[i, p:]).all()
+
+
+def test_batched_features_equal_star_features() -> None:
+    t, mag, sigma, offsets, period = ragged(varied_stars(seed=8))
+    sigma[::7] = np.nan                        # unusable errors: DEFAULT_MAG_ERROR, both ways
+    got = features_of_stars(t, mag, sigma, offsets, period)
+    want = features_one_by_one(t, mag, sigma, offsets, period)
+    assert list(got.columns) == list(want.columns)
+    for name in got.columns:
+        assert_close(got[name], want[name], name)
+    assert got["phi31"].isna().sum() >= 4      # the failed fits
+
+
+def test_batch_fixed_harmonics_matches_numpy_lstsq() -> None:
+    rng = np.random.default_rng(21)
+    lc = simulate_gaia(rng, period=0.57, n_epochs=70, a1=0.3, noise=0.02)
+    t, mag, sigma, period = lc["t"], lc["mag"], lc["sigma"], lc["period"]
+    batch = fit_fourier_batch(t, mag, sigma, np.array([0, t.size]), period, min_harmonics=4,
+                              max_harmonics=4, max_clipped_fraction=0.0)
+    # the same model written out independently
+    x = 2 * np.pi * (t - t.mean()) / period
+    design = np.column_stack([np.ones_like(x)] + [f(k * x) for k in range(1, 5)
+                                                  for f in (np.cos, np.sin)])
+    w = 1 / sigma**2
+    sw = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(design * sw[:, None], mag * sw, rcond=None)
+    chi2 = np.sum(w * (mag - design @ coef) ** 2)
+    cov = np.linalg.inv(design.T @ (design * w[:, None])) * max(1.0, chi2 / (70 - 9))
+    amps = np.hypot(coef[1::2], coef[2::2])
+    phi = np.arctan2(-coef[2::2], coef[1::2])
+    grid = np.arange(2000) / 2000 * 2 * np.pi
+    curve = coef[0] + sum(coef[2 * k - 1] * np.cos(k * grid) + coef[2 * k] * np.sin(k * grid)
+                          for k in range(1, 5))
+    assert batch.n_harmonics[0] == 4 and batch.n_clipped[0] == 0
+    assert_close(batch.coefficients[0, :9], coef, "coefficients")
+    assert_close(batch.covariance[0, :9, :9], cov, "covariance")
+    assert_close(batch.chi2[0], chi2, "chi2")
+    assert_close(batch.r21[0], amps[1] / amps[0], "r21")
+    assert_close(batch.phi31[0], np.mod(phi[2] - 3 * phi[0], 2 * np.pi), "phi31")
+    assert_close(batch.amplitude[0], curve.max() - curve.min(), "amplitude")

@@ -36,7 +36,7 @@ def test_every_make_target_shown_exists():
 
 def test_every_rrlfeh_command_shown_exists():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
-    used = shown(r"\brrlfeh ([a-z][a-z0-9]*)\b")
+    used = shown(r"\brrlfeh ([a-z][a-z0-9-]*[a-z0-9])\b")
     assert {"predict", "compare", "summary"} <= used
     assert not used - commands, sorted(used - commands)
 

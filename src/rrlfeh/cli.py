@@ -95,11 +95,26 @@ def _score(args: argparse.Namespace) -> None:
 
     params = config.load_params(args.params)
     root = Path(args.params).resolve().parent
-    raw = config.acquire_params(params, root).out_dir
+    raw = Path(args.raw).resolve() if args.raw else config.acquire_params(params, root).out_dir
     pre = config.section(params, "preprocess")
-    score.run(raw, config.section(params, "score"), config.section(params, "tracking"), root,
-              Path(args.metrics), folded=pre["folded"] if pre.get("source") == "folded" else None,
-              engine=args.engine)
+    p = dict(config.section(params, "score"))
+    metrics = Path(args.metrics)
+    if args.out:  # the catalogue, its figures and (unless --metrics) the metrics in --out
+        out = Path(args.out).resolve()
+        p.update(out_dir=str(out), figures_dir=str(out / "figures"))
+        metrics = out / "score.json" if args.metrics == STAGES["score"][1] else metrics
+    score.run(raw, p, config.section(params, "tracking"), root, metrics,
+              folded=(pre["folded"] if pre.get("source") == "folded" and not args.raw
+                      else None), engine=args.engine)
+
+
+def _synth_raw(args: argparse.Namespace) -> None:
+    from rrlfeh.data.synthetic_raw import RawSpec, write_raw_parts
+
+    info = write_raw_parts(Path(args.out), RawSpec(n_stars=args.stars, seed=args.seed,
+                                                   part_stars=args.part_stars), jobs=args.jobs)
+    print(f"{args.out}: {info['spec']['n_stars']:,} stars, {info['n_epoch_rows']:,} transits "
+          f"in {info['n_parts']} part(s) (epochs/), stars.parquet")
 
 
 def _sparse(args: argparse.Namespace) -> None:
@@ -191,6 +206,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine", choices=["local", "spark"], default=None,
         help="local: in this process; spark: mlflow spark_udf on Spark, score.spark "
              "(default score.engine)")
+    sub.choices["score"].add_argument(
+        "--raw", default=None, metavar="DIR",
+        help="score this folder instead of acquire.out_dir: stars.parquet (period, epoch_max, "
+             "type a star) and the epochs as epochs.parquet or a folder epochs/ of parquet "
+             "parts, in the canonical or Gaia's RAW layout (e.g. `rrlfeh synth-raw`); "
+             "rejected.parquet optional")
+    sub.choices["score"].add_argument(
+        "--out", default=None, metavar="DIR",
+        help="write catalogue.{parquet,csv}, figures/ and (unless --metrics) score.json here "
+             "instead of score.out_dir, score.figures_dir, reports/score.json")
+    what = ("synthetic RR Lyrae epoch photometry in Gaia's RAW layout (G, BP, RP), written in "
+            "parquet parts: a Gaia-DR3-sized input for `rrlfeh score --raw`")
+    sp = sub.add_parser("synth-raw", help=what, description=f"rrlfeh synth-raw: {what}")
+    sp.add_argument("--stars", type=int, default=270_000,
+                    help="stars (default 270,000: the RR Lyrae of Gaia DR3)")
+    sp.add_argument("--out", required=True, metavar="DIR",
+                    help="folder: epochs/part-*.parquet, stars.parquet, manifest.json (a "
+                         "stopped run resumes in it)")
+    sp.add_argument("--seed", type=int, default=42, help="seed (default 42)")
+    sp.add_argument("--part-stars", type=int, default=10_000,
+                    help="stars a part (default 10,000; bounds the memory while writing)")
+    sp.add_argument("--jobs", type=int, default=1, help="processes writing parts (default 1)")
+    sp.set_defaults(func=_synth_raw)
     what = "score a file of light curves with the registered model"
     sp = sub.add_parser("predict", help=what, description=f"rrlfeh predict: {what}")
     sp.add_argument("input", help="epochs: CSV, parquet or VOTable; Gaia INDIVIDUAL or RAW layout, "
