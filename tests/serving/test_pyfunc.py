@@ -82,3 +82,26 @@ def test_the_loaded_model_rejects_a_frame_without_source_id_in_one_line(pipeline
     # and a good frame of the same star is scored (a star of 3 epochs gets its status)
     out = model.predict(frame_of((REQUESTS / "three_epochs.json").read_text()))
     assert isinstance(out, pd.DataFrame) and out["status"].str.contains("too few").all()
+
+
+def test_the_registered_model_pins_what_scoring_imports(pipeline_project: Path):
+    """The champion's requirements.txt pins TensorFlow, Keras and the scientific stack at the
+    versions installed here (read from the installed distributions, not from the project's
+    list), so an environment MLflow builds from it can load the members."""
+    from importlib.metadata import distributions
+
+    import mlflow
+    from mlflow.artifacts import download_artifacts
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{pipeline_project / 'mlflow.db'}")
+    try:
+        folder = Path(download_artifacts(artifact_uri="models:/rrl-feh@champion"))
+    finally:
+        mlflow.set_tracking_uri(before)
+    pinned = dict(line.split("==") for line in
+                  (folder / "requirements.txt").read_text().split() if "==" in line)
+    installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in distributions()}
+    tf = "tensorflow-cpu" if "tensorflow-cpu" in installed else "tensorflow"
+    for name in (tf, "keras", "numpy", "pandas", "scipy", "scikit-learn", "mlflow"):
+        assert pinned.get(name) == installed[name], (name, pinned)

@@ -24,6 +24,28 @@ from rrlfeh.data import schema
 from rrlfeh.io import write_json
 from rrlfeh.serving.pipeline import SETTINGS
 
+# what the pyfunc imports to load and score, as pip names (first installed of each alternative)
+SERVING_PACKAGES: tuple[tuple[str, ...], ...] = (
+    ("tensorflow-cpu", "tensorflow"), ("keras",), ("numpy",), ("pandas",), ("pyarrow",),
+    ("scipy",), ("scikit-learn",), ("matplotlib",), ("rrlfeh",))
+
+
+def pip_requirements() -> list[str]:
+    """The serving packages pinned at their installed versions: given to MLflow so that it does
+    not infer them by loading the model in a subprocess (~15 s a registration), an inference
+    that also missed TensorFlow and Keras (the members load lazily)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for names in SERVING_PACKAGES:
+        for name in names:
+            try:
+                out.append(f"{name}=={version(name)}")
+                break
+            except PackageNotFoundError:
+                continue
+    return out
+
 
 def training_digest(source_id: np.ndarray, y: np.ndarray) -> str:
     """Which stars with which labels a type was trained on (stable across machines)."""

@@ -78,7 +78,8 @@ def run(final_dir: Path, processed_dir: Path, raw_dir: Path, params: Mapping[str
                                          settings["types"], folded)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=RRLFehModel(), artifacts={ARTIFACT: str(folder)},
-            signature=signature(), input_example=example)
+            signature=signature(), input_example=example,
+            pip_requirements=registry.pip_requirements())
         check = mlflow.pyfunc.load_model(info.model_uri).predict(example)
         if not (check["status"] == "ok").any():
             raise ValueError(f"register: the logged model scores none of its input example "
