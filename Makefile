@@ -62,7 +62,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 test: setup setup-spark lint
-	$(BIN)/pytest -q -ra --durations=15
+	$(BIN)/pytest -q -ra --durations=15 -n 2 --dist loadfile
 
 # the last two need the default run's champion and data/raw (make repro first)
 bench: setup setup-spark

@@ -95,32 +95,40 @@ def smallest_budget(params: dict) -> None:
 # A project's `dvc repro` on the tiny budget is mostly single-threaded Python (TensorFlow's
 # tracing, MLflow, DVC), so the builds a session needs start together when its first test runs,
 # the tests that need none run meanwhile (`pytest_collection_modifyitems` puts them first), and
-# each build's fixture waits for its own. On 2 cores this overlaps most of their cost.
+# each build's fixture waits for its own. With pytest-xdist (`make test` runs 2 workers) the
+# first worker to arrive starts each build in the folder the workers share, under a file lock;
+# the build's shell writes its exit status beside its log, and every worker waits for that.
 
 BUILD_TIMEOUT_S = 3000  # one build, with the others and the unit tests beside it
+RC_FILE = "repro.rc"    # the build's exit status, written by its shell when it ends
 
 
 @dataclass
 class Build:
-    """How to make one project (`prepare(work) -> the command`) and, once started, its run."""
+    """How to make one project (`prepare(work) -> the command`) and, once started, where."""
 
     prepare: Callable[[Path], list[str]]
     work: Path | None = None
-    proc: subprocess.Popen | None = None
-    started: float = 0.0
+    proc: subprocess.Popen | None = None  # in the process that started it
 
     def start(self, work: Path) -> None:
+        """Prepare `work` and run the command there in its own session: log in repro.log, the
+        exit status in RC_FILE once it ends."""
+        work.mkdir(parents=True)
         self.work, cmd = work, self.prepare(work)
-        log = open(work / "repro.log", "w")  # noqa: SIM115 (the child writes it till it ends)
-        self.proc = subprocess.Popen(cmd, cwd=work, env=project_env(), stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.started = time.monotonic()
+        script = f'"$@" > repro.log 2>&1; echo $? > {RC_FILE}.tmp && mv {RC_FILE}.tmp {RC_FILE}'
+        self.proc = subprocess.Popen(["sh", "-c", script, "sh", *cmd], cwd=work,
+                                     env=project_env(), start_new_session=True)
 
     def wait(self) -> Path:
         """The built project; the build's log in the failure message if it failed."""
-        rc = self.proc.wait(timeout=BUILD_TIMEOUT_S)
+        rc_file, end = self.work / RC_FILE, time.monotonic() + BUILD_TIMEOUT_S
+        while not rc_file.exists():
+            assert time.monotonic() < end, f"{self.work}: no build after {BUILD_TIMEOUT_S} s"
+            time.sleep(1.0)
+        rc = int(rc_file.read_text())
         text = (self.work / "repro.log").read_text()
-        assert rc == 0, f"{self.proc.args} failed in {self.work}:\n{text[-6000:]}"
+        assert rc == 0, f"build in {self.work} failed ({rc}):\n{text[-6000:]}"
         return self.work
 
 
@@ -148,13 +156,26 @@ def pytest_collection_modifyitems(session, config, items: list[pytest.Item]) -> 
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _start_builds(request, tmp_path_factory):
-    """Starts every build a collected test needs; stops any still running at the end."""
+def _start_builds(request, tmp_path_factory, worker_id):
+    """Starts every build a collected test needs, once for all workers (the first to take the
+    lock starts it in the folder they share); without xdist, stops any still running at the
+    end (with xdist a build ends by itself: another worker may still be waiting for it)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
     wanted = {n for item in request.session.items for n in getattr(item, "fixturenames", ())
               if n in BUILDS}
-    for name in sorted(wanted):
-        BUILDS[name].start(tmp_path_factory.mktemp(name))
+    with FileLock(str(shared / "builds.lock")):
+        for name in sorted(wanted):
+            work = shared / "builds" / name
+            if work.exists():
+                BUILDS[name].work = work  # started by another worker
+            else:
+                BUILDS[name].start(work)
     yield
+    if worker_id != "master":
+        return
     for build in BUILDS.values():
         if build.proc is not None and build.proc.poll() is None:
             os.killpg(build.proc.pid, signal.SIGTERM)
