@@ -1,6 +1,7 @@
 """Scoring speed of the registered pyfunc `rrl-feh` on the real Gaia DR3 curves, end to end.
 
-1. End to end: `mlflow.pyfunc.load_model(uri).predict(frame)` on the real Gaia DR3 G curves
+1. End to end: the loaded pyfunc on the real Gaia DR3 G curves as `rrlfeh score` calls it
+   (`pyfunc.predict_frame`: without MLflow's per-value input check, the server keeps it)
    (shared data, 9,999 stars, read with the pipeline's layout reader), in chunks of
    `--chunk-stars` stars as the `score` stage sends them, in two modes: (a) period, epoch of
    maximum and type given per star, as the Gaia catalogue vari_rrlyrae gives them (derived here

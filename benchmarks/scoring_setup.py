@@ -346,6 +346,7 @@ def score_mode(model, epochs: pd.DataFrame, stars: pd.DataFrame, ids: np.ndarray
                ) -> dict[str, Any]:
     """Score `ids` chunk by chunk as the score stage does; seconds of each part."""
     from rrlfeh.serving.inputs import request_frame
+    from rrlfeh.serving.pyfunc import predict_frame
 
     timers.reset()
     cut = join = predict = 0.0
@@ -362,7 +363,7 @@ def score_mode(model, epochs: pd.DataFrame, stars: pd.DataFrame, ids: np.ndarray
         frame = request_frame(chunk, stars)
         join += time.perf_counter() - t
         t = time.perf_counter()
-        outs.append(model.predict(frame, params=params) if params else model.predict(frame))
+        outs.append(predict_frame(model, frame, params))  # as `rrlfeh score` calls it
         per_chunk.append(time.perf_counter() - t)
         predict += per_chunk[-1]
     out = pd.concat(outs, ignore_index=True)

@@ -190,6 +190,27 @@ def test_a_fresh_process_loading_the_champion_gives_the_catalogue(project):
         assert np.allclose(got[col], cat.loc[ids, col], atol=1e-6), col
 
 
+def test_batch_scoring_answers_as_mlflows_own_predict(project):
+    """`predict_frame` (the batch paths, without MLflow's per-value input check) gives what
+    MLflow's predict gives, for a user's frame with upper-case names, a column the signature
+    does not know and no periods (derived inside), and for the catalogue's form."""
+    import mlflow
+
+    from rrlfeh.serving.inputs import signature_columns
+    from rrlfeh.serving.pyfunc import predict_frame
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/rrl-feh@champion")
+    stars = pd.read_parquet(project / "data/raw/stars.parquet")
+    ids = stars["source_id"].to_numpy()[:25]
+    bare = long_form(project, ids[:6], with_star_values=False).assign(note="x")
+    for frame in (bare.rename(columns=str.upper), long_form(project, ids)):
+        want = model.predict(signature_columns(frame))
+        got = predict_frame(model, frame)
+        pd.testing.assert_frame_equal(got, want)
+        assert (got["status"] == "ok").sum() >= len(got) // 2  # not a table of errors
+
+
 def test_killed_score_resumes_from_its_finished_chunks(project, tmp_path):
     work = tmp_path / "p"
     shutil.copytree(project, work, symlinks=True)

@@ -41,9 +41,8 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
     import mlflow
     from tqdm import tqdm
 
-    from rrlfeh.serving.inputs import signature_columns
     from rrlfeh.serving.model_uri import load
-    from rrlfeh.serving.pyfunc import RequestRejected
+    from rrlfeh.serving.pyfunc import RequestRejected, predict_frame
     from rrlfeh.training.tracking import TrackingSettings
 
     if output.suffix.lower() not in (".csv", ".parquet"):
@@ -57,8 +56,7 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
     with tqdm(total=n_stars, desc="predict", unit="star", mininterval=2.0) as bar:
         for chunk in star_chunks(frame, max(1, chunk_stars)):
             try:
-                out = model.predict(signature_columns(chunk),
-                                    params={"derive_n_jobs": int(n_jobs)})
+                out = predict_frame(model, chunk, {"derive_n_jobs": int(n_jobs)})
             except RequestRejected as exc:
                 raise ValueError(f"{input_path}: {exc.message}") from None
             parts.append(out)

@@ -156,8 +156,9 @@ with warnings.catch_warnings():
         def predict(self, context, model_input, params=None):
             """The champion's predict on the unpacked long form (its read_request, pipeline)."""
             from rrlfeh.serving.inputs import read_epoch_frame
+            from rrlfeh.serving.pyfunc import predict_frame
 
-            out = self.champion.predict(read_epoch_frame(unpack(model_input)))
+            out = predict_frame(self.champion, read_epoch_frame(unpack(model_input)))
             ids = pd.to_numeric(model_input["source_id"]).to_numpy(np.int64)
             if len(out) != len(ids) or not np.array_equal(out["source_id"].to_numpy(), ids):
                 raise RuntimeError("spark scoring: the model's stars are not the packed stars")

@@ -29,6 +29,7 @@ import pandas as pd
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.serving.inputs import request_frame
 from rrlfeh.serving.model_uri import load, resolve
+from rrlfeh.serving.pyfunc import predict_frame
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
             if path.exists():
                 ids = pd.read_parquet(path, columns=["source_id"])["source_id"]
             else:
-                out = model.predict(request)
+                out = predict_frame(model, request)
                 write_parquet(out, path)
                 ids, n_new = out["source_id"], n_new + 1
             scored_ids.update(ids.tolist())

@@ -392,12 +392,13 @@ def score_mode(mode: str, inp: Inputs, champion: Any, paper: Any,
     """The champion's, the line's and the paper GRU's rows of every subset in one mode."""
     from rrlfeh.serving.inputs import read_request
     from rrlfeh.serving.pipeline import score_request
+    from rrlfeh.serving.pyfunc import predict_frame
 
     frame = request(inp.chosen, inp.subsets, inp.stars, mode, bands)
     log.info("sparse: %s, %d subsets, %d request rows", mode.replace("_", " "),
              len(inp.subsets), len(frame))
-    out = cached_chunks(frame, s.chunk_subsets, lambda c: champion.predict(
-        c, params={"derive_n_jobs": n_jobs}), cache, f"{mode}_champion")
+    out = cached_chunks(frame, s.chunk_subsets, lambda c: predict_frame(
+        champion, c, {"derive_n_jobs": n_jobs}), cache, f"{mode}_champion")
     rows = [long_rows(inp.subsets, out, mode, "champion")]
     given = inp.stars.set_index("source_id")["period"].reindex(inp.subsets["source_id"])
     used = given if mode == "with_period" else rows[0]["period"]  # the champion's derived one
