@@ -15,6 +15,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+# An xdist worker's __main__ (execnet's) has no __spec__ and no __file__, which pyspark's
+# connect module (imported by Great Expectations) takes for a doctest run and sys.exit(0)s in;
+# a spec named __main__ tells it otherwise, and multiprocessing's children skip re-importing it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    from importlib.machinery import ModuleSpec
+
+    import __main__
+
+    if getattr(__main__, "__spec__", None) is None and not hasattr(__main__, "__file__"):
+        __main__.__spec__ = ModuleSpec("__main__", None)
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
