@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,31 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
     return res
+
+
+@contextmanager
+def tracking(uri: str) -> Iterator[None]:
+    """MLflow pointed at `uri` for the block, and the process's own store back after."""
+    import mlflow
+
+    env, before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def load_champion(project: Path, uri: str = "models:/rrl-feh@champion"):
+    """A project's registered model (`uri` in its own mlflow.db) loaded in this process."""
+    import mlflow
+
+    with tracking(f"sqlite:///{project / 'mlflow.db'}"):
+        return mlflow.pyfunc.load_model(uri)
 
 
 def tracked_files() -> list[str]:

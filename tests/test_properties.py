@@ -11,8 +11,6 @@ Bounded and deterministic (derandomize): a CI run sees the same examples every t
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from rrlfeh import config
 from rrlfeh.data.synthetic import generate
 from rrlfeh.preprocess import preprocess_light_curves
 
-from conftest import REPO
+from conftest import REPO, tracking
 
 BOUNDED = settings(max_examples=30, deadline=None, derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -218,23 +216,6 @@ GOOD_REQUEST_IDS = REQUEST_SET.stars["source_id"].tolist()[:4]
 def rows_of_star(sid: int, new_id: int | None = None) -> pd.DataFrame:
     rows = LONG[LONG["source_id"] == sid].reset_index(drop=True)
     return rows if new_id is None else rows.assign(source_id=new_id)
-
-
-@contextmanager
-def tracking(uri: str):
-    """MLflow pointed at `uri` for the block, and the process's own store back after."""
-    import mlflow
-
-    env, before = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)
-        if env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 @pytest.fixture(scope="module")

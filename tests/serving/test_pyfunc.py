@@ -14,6 +14,8 @@ from served import REQUESTS, frame_of
 from rrlfeh.serving import pyfunc
 from rrlfeh.serving.pyfunc import RequestRejected
 
+from conftest import load_champion, tracking
+
 
 def test_request_rejected_keeps_its_first_message():
     exc = RequestRejected("missing column(s) mag")
@@ -64,14 +66,7 @@ def test_a_readable_body_passes_unchanged(wrapped):
 
 @pytest.mark.slow
 def test_the_loaded_model_rejects_a_frame_without_source_id_in_one_line(pipeline_project: Path):
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{pipeline_project / 'mlflow.db'}")
-    try:
-        model = mlflow.pyfunc.load_model("models:/rrl-feh@champion")
-    finally:
-        mlflow.set_tracking_uri(before)
+    model = load_champion(pipeline_project)
     # outside the scoring server nothing of MLflow is wrapped
     assert not hasattr(scoring_server._decode_json_input, "_rrlfeh_one_line")
     frame = frame_of((REQUESTS / "missing_source_id.json").read_text())
@@ -90,15 +85,10 @@ def test_the_registered_model_pins_what_scoring_imports(pipeline_project: Path):
     list), so an environment MLflow builds from it can load the members."""
     from importlib.metadata import distributions
 
-    import mlflow
     from mlflow.artifacts import download_artifacts
 
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{pipeline_project / 'mlflow.db'}")
-    try:
+    with tracking(f"sqlite:///{pipeline_project / 'mlflow.db'}"):
         folder = Path(download_artifacts(artifact_uri="models:/rrl-feh@champion"))
-    finally:
-        mlflow.set_tracking_uri(before)
     pinned = dict(line.split("==") for line in
                   (folder / "requirements.txt").read_text().split() if "==" in line)
     installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in distributions()}

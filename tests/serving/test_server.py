@@ -33,7 +33,7 @@ from served import (
     strict_json,
 )
 
-from conftest import REPO, project_env
+from conftest import REPO, load_champion, project_env
 
 pytestmark = pytest.mark.slow
 
@@ -74,14 +74,7 @@ def good_ids(catalogue: pd.DataFrame) -> list[int]:
 @pytest.fixture(scope="module")
 def local_model(project: Path):
     """The same registered model loaded in this process."""
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    try:
-        return mlflow.pyfunc.load_model("models:/rrl-feh@champion")
-    finally:
-        mlflow.set_tracking_uri(before)
+    return load_champion(project)
 
 
 def static(name: str) -> bytes:

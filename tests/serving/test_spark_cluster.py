@@ -32,7 +32,7 @@ from spark_checks import assert_same_stars, raw_with_bad_stars
 
 from rrlfeh.serving.inputs import request_frame
 
-from conftest import BIN, REPO, project_env
+from conftest import BIN, REPO, load_champion, project_env
 
 
 def _missing() -> str | None:
@@ -142,14 +142,7 @@ def cluster(tmp_path_factory):
 def in_process(pipeline_project: Path):
     """The champion (models:/rrl-feh@champion of the session's project) loaded in this process:
     the reference."""
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{pipeline_project / 'mlflow.db'}")
-    try:
-        return mlflow.pyfunc.load_model("models:/rrl-feh@champion")
-    finally:
-        mlflow.set_tracking_uri(before)
+    return load_champion(pipeline_project)
 
 
 def test_spark_submit_to_a_standalone_cluster_scores_as_the_pyfunc(pipeline_project, in_process,

@@ -18,7 +18,7 @@ from spark_checks import ATOL, assert_same_stars, raw_with_bad_stars
 
 from rrlfeh.serving.inputs import request_frame
 
-from conftest import BIN, REPO, run
+from conftest import BIN, REPO, run, tracking
 
 
 def test_engine_spark_without_pyspark_says_how_to_get_it(monkeypatch, capsys):
@@ -39,12 +39,8 @@ def test_engine_spark_without_pyspark_says_how_to_get_it(monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def project(pipeline_project: Path):
     """The session's project, its MLflow store the current one for this module's tests."""
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{pipeline_project / 'mlflow.db'}")
-    yield pipeline_project
-    mlflow.set_tracking_uri(before)
+    with tracking(f"sqlite:///{pipeline_project / 'mlflow.db'}"):
+        yield pipeline_project
 
 
 @pytest.fixture(scope="module")
