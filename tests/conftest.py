@@ -145,7 +145,6 @@ class Build:
     """How to make one project (`prepare(work) -> the command`) and, once started, where."""
 
     prepare: Callable[[Path], list[str]]
-    niceness: int = 0  # the others yield to the build most tests wait for (pipeline_project)
     work: Path | None = None
     proc: subprocess.Popen | None = None  # in the process that started it
 
@@ -155,8 +154,7 @@ class Build:
         work.mkdir(parents=True)
         self.work, cmd = work, self.prepare(work)
         script = f'"$@" > repro.log 2>&1; echo $? > {RC_FILE}.tmp && mv {RC_FILE}.tmp {RC_FILE}'
-        self.proc = subprocess.Popen(["nice", "-n", str(self.niceness), "sh", "-c", script,
-                                      "sh", *cmd], cwd=work,
+        self.proc = subprocess.Popen(["sh", "-c", script, "sh", *cmd], cwd=work,
                                      env=project_env(), start_new_session=True)
 
     def wait(self) -> Path:
@@ -174,12 +172,11 @@ class Build:
 BUILDS: dict[str, Build] = {}
 
 
-def background_build(name: str, niceness: int = 5
-                     ) -> Callable[[Callable[[Path], list[str]]], Build]:
+def background_build(name: str) -> Callable[[Callable[[Path], list[str]]], Build]:
     """Registers `prepare` as the build behind the fixture `name` (a test module defines the
-    fixture as `return BUILDS[name].wait()`), run at `niceness`; returns the Build."""
+    fixture as `return BUILDS[name].wait()`); returns the Build."""
     def register(prepare: Callable[[Path], list[str]]) -> Build:
-        BUILDS[name] = Build(prepare, niceness)
+        BUILDS[name] = Build(prepare)
         return BUILDS[name]
     return register
 
@@ -221,7 +218,7 @@ def _start_builds(request, tmp_path_factory, worker_id):
             os.killpg(build.proc.pid, signal.SIGTERM)
 
 
-@background_build("pipeline_project", niceness=0)  # most tests wait for this one
+@background_build("pipeline_project")
 def _pipeline_project(work: Path) -> list[str]:
     def small(params: dict) -> None:
         params["acquire"]["source"] = "synthetic"
