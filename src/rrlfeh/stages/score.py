@@ -29,7 +29,6 @@ import pandas as pd
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.serving.inputs import request_frame
 from rrlfeh.serving.model_uri import load, resolve
-from rrlfeh.serving.pyfunc import predict_frame
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +150,7 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
     `local` scores chunk by chunk in this process, `spark` on Spark (rrlfeh.serving.spark)."""
     from rrlfeh.io import write_table
     from rrlfeh.serving.pipeline import conform_output
+    from rrlfeh.serving.pyfunc import predict_frame
     from rrlfeh.training.tracking import TrackingSettings, setup_tracking
 
     engine = engine or str(p.get("engine", "local"))
