@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
-from rrlfeh.lightcurve.features import features_of_stars
+from rrlfeh.lightcurve.features import clean_sigma, features_of_stars
+from rrlfeh.lightcurve.templates import TemplateBank, template_features
 from rrlfeh.preprocess.fold import (
     count_adjacent_equal,
     fold_phase,
@@ -82,6 +83,10 @@ class ProcessedCurves:
     r21: np.ndarray            # (N,) A2 / A1
     a1: np.ndarray             # (N,) mag
     fourier_harmonics: np.ndarray  # (N,) harmonics of the fit (chosen by BIC)
+    # φ31, R21 from the dense curves' shapes (rrlfeh.lightcurve.templates; NaN without a bank
+    # or above its max_epochs: the fit's values serve there)
+    phi31_template: np.ndarray | None = None
+    r21_template: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.source_id.size)
@@ -134,7 +139,8 @@ def preprocess_light_curves(
     n_lam: int = 51, min_resid_dof: float = 2.0, chunk_size: int = 2048, align_max: bool = False,
     n_threads: int = 1, clip_sigma: float | None = 10.0, clip_min_mag: float = 0.4,
     clip_window: int = 3, feature_error: np.ndarray | None = None,
-    fourier: dict | None = None,
+    fourier: dict | None = None, templates: TemplateBank | None = None,
+    template_exclude: np.ndarray | None = None,
 ) -> tuple[ProcessedCurves, pd.DataFrame]:
     """Fold, smooth, resample and standardise light curves given in time.
 
@@ -154,6 +160,9 @@ def preprocess_light_curves(
     Per-star features (phi31, r21, ...): the Fourier fit of the same usable epochs in phase
     (`rrlfeh.lightcurve.features`, knobs `fourier`), weighted by `feature_error` (per epoch, mag;
     None or unusable values: equal weights), whatever `mag_error` does to the spline.
+    `templates`: a bank of dense curves of the type (`rrlfeh.lightcurve.templates`) that gives
+    phi31_template, r21_template from the same epochs; `template_exclude` (per star of
+    `star_id`): the template each star may not use (its own, when the bank holds it).
     Returns (processed curves in `star_id` order, rejected table [source_id, reason]).
     """
     knobs = _Knobs.of(locals())
@@ -171,7 +180,8 @@ def preprocess_light_curves(
     phase = fold_phase(t, epoch_max[np.maximum(idx, 0)], period[np.maximum(idx, 0)])
     return _smooth_batch(stars, idx, phase, t, m, err, period, reasons, knobs,
                          foldable=~(bad_period | bad_epoch), check_duplicates=True,
-                         xname="time", feat_err=feat_err, fourier=fourier)
+                         xname="time", feat_err=feat_err, fourier=fourier,
+                         templates=templates, template_exclude=template_exclude)
 
 
 def preprocess_folded(
@@ -184,7 +194,8 @@ def preprocess_folded(
     n_lam: int = 51, min_resid_dof: float = 2.0, chunk_size: int = 2048, align_max: bool = False,
     n_threads: int = 1, clip_sigma: float | None = 10.0, clip_min_mag: float = 0.4,
     clip_window: int = 3, feature_error: np.ndarray | None = None,
-    fourier: dict | None = None,
+    fourier: dict | None = None, templates: TemplateBank | None = None,
+    template_exclude: np.ndarray | None = None,
 ) -> tuple[ProcessedCurves, pd.DataFrame]:
     """Smooth, resample and standardise curves that are already folded (maximum near phase 0).
 
@@ -207,7 +218,8 @@ def preprocess_folded(
         ph = wrap_phase(ph)
     return _smooth_batch(stars, idx, ph, ph, m, err, period, reasons, knobs,
                          foldable=~bad_period, check_duplicates=False, xname="phase",
-                         feat_err=feat_err, fourier=fourier)
+                         feat_err=feat_err, fourier=fourier, templates=templates,
+                         template_exclude=template_exclude)
 
 
 def preprocess_tables(epochs: pd.DataFrame, stars: pd.DataFrame, *, use_mag_error: bool = False,
@@ -305,7 +317,9 @@ def _star_array(values, stars: np.ndarray, name: str) -> np.ndarray:
 
 def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reasons, k: _Knobs,
                   *, foldable: np.ndarray, check_duplicates: bool, xname: str,
-                  feat_err: np.ndarray | None = None, fourier: dict | None = None):
+                  feat_err: np.ndarray | None = None, fourier: dict | None = None,
+                  templates: TemplateBank | None = None,
+                  template_exclude: np.ndarray | None = None):
     """Shared tail: epoch checks, spline fits, resampling, standardisation, rejection table."""
     n_stars = stars.size
     known = idx >= 0
@@ -377,6 +391,11 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
                               None if s_fit is None else s_fit[keep_fit],
                               np.r_[0, np.cumsum(np.diff(fit_offsets)[ok])], 1.0,
                               **(fourier or {}))
+    exclude = (None if template_exclude is None
+               else np.asarray(template_exclude, np.int64)[rows])
+    tmpl_phi31, tmpl_r21 = _template_features(
+        templates, x_fit[keep_fit], y_fit[keep_fit], None if s_fit is None else s_fit[keep_fit],
+        np.diff(fit_offsets)[ok], exclude)
     out = ProcessedCurves(
         source_id=stars[rows].astype(np.int64), curves=curves if ok.all() else curves[ok],
         phase_grid=grid, time_in_cycle=(grid[None, :] * period[rows, None]).astype(np.float32),
@@ -387,8 +406,25 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
         max_phase_gap=gaps[rows], phase_shift=shift[ok],
         phi31=feats["phi31"].to_numpy(), phi31_error=feats["phi31_error"].to_numpy(),
         r21=feats["r21"].to_numpy(), a1=feats["a1"].to_numpy(),
-        fourier_harmonics=feats["n_harmonics"].to_numpy())
+        fourier_harmonics=feats["n_harmonics"].to_numpy(),
+        phi31_template=tmpl_phi31, r21_template=tmpl_r21)
     return out, reasons.frame()
+
+
+def _template_features(bank: TemplateBank | None, x: np.ndarray, y: np.ndarray,
+                       sigma: np.ndarray | None, counts: np.ndarray,
+                       exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The bank's φ31, R21 of the stars with at most bank.max_epochs epochs (NaN elsewhere)."""
+    phi31, r21 = np.full(counts.size, np.nan), np.full(counts.size, np.nan)
+    if bank is None or len(bank) == 0:
+        return phi31, r21
+    use = counts <= bank.max_epochs
+    take = np.repeat(use, counts)
+    offsets = np.r_[0, np.cumsum(counts[use])]
+    sigma = clean_sigma(None if sigma is None else sigma[take], int(take.sum()))
+    phi31[use], r21[use] = template_features(
+        bank, x[take], y[take], sigma, offsets, None if exclude is None else exclude[use])
+    return phi31, r21
 
 
 def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, offsets: np.ndarray,

@@ -24,7 +24,7 @@ CHANNELS: tuple[str, str] = ("standardised_mag", "phase_x_period_d")
 PHASE_ONLY = "phase"
 # per-star channels (constant along the curve) that may follow them
 SCALAR_CHANNELS: tuple[str, ...] = ("period_d", "phi31", "r21", "amplitude_mag",
-                                     "phi31_error")
+                                     "phi31_error", "phi31_template", "r21_template")
 # φ31 (cosine convention, m = Σ A_k cos(2πkΦ + φ_k)) is given relative to this centre, wrapped
 # to ±π: RRab lie at 1.6-2.9 rad and RRc at 2.2-5.1 rad (synthetic and real Gaia G curves),
 # all far from the cut at 3.3 ± π.
@@ -50,17 +50,24 @@ def centred_phi31(phi31: np.ndarray) -> np.ndarray:
 def star_values(pc: ProcessedCurves) -> dict[str, np.ndarray]:
     """The per-star channels' values of processed curves (SCALAR_CHANNELS, all finite where the
     period is): φ31 (− PHI31_CENTRE, wrapped to ±π) and R21 of the Fourier fit, else of the
-    smooth curve; φ31's error clipped to PHI31_ERROR_UNKNOWN (that value where unknown)."""
+    smooth curve; φ31's error clipped to PHI31_ERROR_UNKNOWN (that value where unknown); φ31 and
+    R21 of the dense curves' shapes (`rrlfeh.lightcurve.templates`), the fit's where none."""
     smooth_phi31, smooth_r21 = fourier_scalars(pc.curves)
     fit_phi31 = centred_phi31(pc.phi31)
     has_fit = np.isfinite(fit_phi31) & np.isfinite(pc.r21)
     err = np.asarray(pc.phi31_error, float)
-    return {"period_d": np.asarray(pc.period, float),
-            "phi31": np.where(has_fit, fit_phi31, smooth_phi31),
-            "r21": np.where(has_fit, pc.r21, smooth_r21),
+    phi31 = np.where(has_fit, fit_phi31, smooth_phi31)
+    r21 = np.where(has_fit, pc.r21, smooth_r21)
+    nan = np.full(len(phi31), np.nan)
+    t_phi31 = centred_phi31(nan if pc.phi31_template is None else pc.phi31_template)
+    t_r21 = nan if pc.r21_template is None else np.asarray(pc.r21_template, float)
+    has_t = np.isfinite(t_phi31) & np.isfinite(t_r21)
+    return {"period_d": np.asarray(pc.period, float), "phi31": phi31, "r21": r21,
             "amplitude_mag": np.asarray(pc.amplitude, float),
             "phi31_error": np.where(has_fit & np.isfinite(err),
-                                    np.minimum(err, PHI31_ERROR_UNKNOWN), PHI31_ERROR_UNKNOWN)}
+                                    np.minimum(err, PHI31_ERROR_UNKNOWN), PHI31_ERROR_UNKNOWN),
+            "phi31_template": np.where(has_t, t_phi31, phi31),
+            "r21_template": np.where(has_t, t_r21, r21)}
 
 
 def relation_values(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

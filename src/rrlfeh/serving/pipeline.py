@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,21 +45,27 @@ _DEFAULT_MAG_ERROR = 0.01  # mag, where none is given (equal weights in the peri
 
 @dataclass
 class ScoringModel:
-    """The ensembles of each type and the settings they were trained with (settings.json)."""
+    """The ensembles of each type, the settings they were trained with (settings.json) and the
+    dense shapes of each type the template features come from (none: the fit's values)."""
 
     ensembles: dict[str, Any]
     settings: dict[str, Any]
+    templates: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, folder: str | Path) -> ScoringModel:
         """Read settings.json and the ensemble folder of each type it lists."""
+        from rrlfeh.lightcurve.templates import FILE, TemplateBank
         from rrlfeh.training.ensemble import Ensemble
 
         folder = Path(folder)
         settings = json.loads((folder / SETTINGS).read_text())
         ensembles = {kind: Ensemble.load(folder / "ensembles" / kind)
                      for kind in settings["types"]}
-        return cls(ensembles, settings)
+        banks = {kind: TemplateBank.from_npz(folder / "ensembles" / kind / FILE)
+                 for kind in settings["types"]
+                 if (folder / "ensembles" / kind / FILE).exists()}
+        return cls(ensembles, settings, banks)
 
 
 def score_request(req: Request, model: ScoringModel, *, derive_n_jobs: int = 1) -> pd.DataFrame:
@@ -207,12 +213,14 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
         pc, rej = preprocess_light_curves(
             e["source_id"].to_numpy(np.int64), e["time"].to_numpy(float),
             e["mag"].to_numpy(float), out["period"].to_numpy(float)[rows], epoch_max[rows],
-            star_id=ids, mag_error=mag_error, feature_error=errors, **knobs)
+            star_id=ids, mag_error=mag_error, feature_error=errors,
+            templates=model.templates.get(kind), **knobs)
     else:
         pc, rej = preprocess_folded(
             e["source_id"].to_numpy(np.int64), e["phase"].to_numpy(float),
             e["mag"].to_numpy(float), star_id=ids, period=out["period"].to_numpy(float)[rows],
-            mag_error=mag_error, feature_error=errors, align_max=True, **knobs)
+            mag_error=mag_error, feature_error=errors, align_max=True,
+            templates=model.templates.get(kind), **knobs)
     where = pd.Series(rows, index=ids)
     ens = model.ensembles[kind]
     if len(rej):

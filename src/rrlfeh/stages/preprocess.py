@@ -19,6 +19,7 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.io import atomic_path, write_json, write_parquet
+from rrlfeh.lightcurve.templates import TemplateBank, build_bank
 from rrlfeh.preprocess.augment import AugmentSettings, append_copies, sparse_copies
 from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
 from rrlfeh.preprocess.network_input import CHANNELS, network_input, star_values
@@ -74,16 +75,19 @@ def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[st
 
 
 def with_copies(arrays: dict[str, np.ndarray], stars: pd.DataFrame, epochs: pd.DataFrame,
-                process, s: AugmentSettings, channels: Sequence[str]
+                process, s: AugmentSettings, channels: Sequence[str],
+                bank: TemplateBank | None = None
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays with the sparse copies of every training star appended (`augment`), and what
-    became of the copies (made, kept, refused by the preprocessing and why)."""
+    became of the copies (made, kept, refused by the preprocessing and why). A copy never
+    matches its own star's template in `bank`."""
     train_ids = arrays["source_id"][~arrays["is_test"]]
     train_stars = stars[stars["source_id"].isin(train_ids)]
     copy_epochs, copies = sparse_copies(epochs, train_stars, s)
     if copies.empty:
         return arrays, {"n_made": 0, "n_kept": 0, "refused_by_reason": {}}
-    pc, rej = process(copy_epochs, copies)
+    pc, rej = process(copy_epochs, copies, templates=bank,
+                      template_exclude=copies["origin"].to_numpy(np.int64))
     made = copies.set_index("source_id").loc[pc.source_id]
     out = append_copies(arrays, curve_arrays(pc, channels), made["origin"].to_numpy(np.int64),
                         made["copy"].to_numpy(), s.copy_weight,
@@ -113,10 +117,10 @@ def from_raw(raw_dir: Path, validated: Path, p: Mapping[str, Any],
         s = stars[stars["type"] == kind].reset_index(drop=True)
         e = epochs[epochs["source_id"].isin(s["source_id"])]
 
-        def process(e_: pd.DataFrame, s_: pd.DataFrame, kind: str = kind):
+        def process(e_: pd.DataFrame, s_: pd.DataFrame, kind: str = kind, **templates):
             return preprocess_tables(e_, s_, use_mag_error=bool(p.get("use_mag_error", True)),
                                      n_points=int(p["n_points"][kind]), fourier=dict(fourier),
-                                     **dict(p.get("curves", {})))
+                                     **dict(p.get("curves", {})), **templates)
 
         pc, rej = process(e, s)
         yield kind, s, pc, rej, (e, process)
@@ -163,6 +167,19 @@ def _empty_like(pc: ProcessedCurves, n_points: int) -> ProcessedCurves:
     return ProcessedCurves(**fields)
 
 
+def template_bank(pc: ProcessedCurves, is_test: np.ndarray, p: Mapping[str, Any]
+                  ) -> TemplateBank | None:
+    """The bank of dense shapes (`rrlfeh.lightcurve.templates`): the training stars' own curves
+    with at least templates.min_epochs epochs, never a test star; None when switched off."""
+    t = dict(p or {})
+    if not t.get("enabled", False):
+        return None
+    dense = ~is_test & (pc.n_epochs >= int(t["min_epochs"]))
+    return build_bank(pc.curves[dense], pc.phi31[dense], pc.r21[dense], pc.source_id[dense],
+                      grid=int(t["grid"]), max_templates=int(t["max_templates"]),
+                      max_epochs=int(t["max_epochs"]), seed=int(t["seed"]))
+
+
 def figures(stars: pd.DataFrame, arrays: Mapping[str, Mapping[str, np.ndarray]], out: Path) -> None:
     """Paper Figs. 1-3: Bailey diagram, standardised curves, [Fe/H] with the weights."""
     from rrlfeh import plots
@@ -200,14 +217,25 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
         arrays[kind] = training_arrays(pc, feh, weights=p.get("weights", {}),
                                        strata=p.get("strata", {}),
                                        split=p.get("test_split", {}), channels=channels)
+        bank = (template_bank(pc, arrays[kind]["is_test"], p.get("templates"))
+                if raw is not None and len(pc) else None)
+        if bank is not None:  # again with the bank: the stars' own curves, each not its own
+            pc, _ = raw[1](raw[0], stars, templates=bank,
+                           template_exclude=stars["source_id"].to_numpy(np.int64))
+            arrays[kind] = training_arrays(pc, feh, weights=p.get("weights", {}),
+                                           strata=p.get("strata", {}),
+                                           split=p.get("test_split", {}), channels=channels)
+            log.info("preprocess %s: %d dense training curves as shape templates", kind,
+                     len(bank))
         copies: dict[str, Any] = {"n_made": 0, "n_kept": 0}
         if augment.copies > 0 and raw is not None and len(pc):
             arrays[kind], copies = with_copies(arrays[kind], stars, raw[0], raw[1], augment,
-                                               channels)
+                                               channels, bank)
             log.info("preprocess %s: %d sparse copies of the training stars kept of %d made "
                      "(%s epochs)", kind, copies["n_kept"], copies["n_made"],
                      "/".join(map(str, augment.n_epochs)))
-        save_npz(arrays[kind], out_dir / f"{kind}.npz")
+        save_npz({**arrays[kind], **(bank.arrays() if bank is not None else {})},
+                 out_dir / f"{kind}.npz")
         rejected.append(rej.assign(stage="preprocess"))
         all_stars.append(stars)
         metrics["by_type"][kind] = {

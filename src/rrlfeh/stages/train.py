@@ -25,6 +25,8 @@ import pandas as pd
 from rrlfeh.data import schema
 from rrlfeh.evaluation import coverage
 from rrlfeh.io import write_json, write_parquet
+from rrlfeh.lightcurve.templates import FILE as TEMPLATES
+from rrlfeh.lightcurve.templates import TemplateBank
 from rrlfeh.training.arrays import load_training_set
 from rrlfeh.training.ensemble import MANIFEST, Ensemble, residual_model
 from rrlfeh.training.metrics import regression_metrics
@@ -53,6 +55,9 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
     dest.mkdir(parents=True)
     for name in names:
         shutil.copy2(crossval_dir / name, dest / name)
+    bank = TemplateBank.from_npz(processed)
+    if bank is not None:  # the dense shapes the bin planes' template features come from
+        bank.save(dest / TEMPLATES)
     manifest = {
         "rr_type": kind, "strategy": "ensemble", "members": names,
         "input_shape": list(data.input_shape), "channels": list(data.channels),

@@ -38,6 +38,9 @@ class TrainingSet:
     phi31_error: np.ndarray | None = None
     amplitude: np.ndarray | None = None  # peak-to-peak of the smooth curve (mag)
     copy: np.ndarray | None = None       # 0: the star's own curve; k > 0: its k-th sparse copy
+    # φ31 (centred) and R21 from the dense curves' shapes (rrlfeh.lightcurve.templates)
+    phi31_template: np.ndarray | None = None
+    r21_template: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -54,7 +57,8 @@ class TrainingSet:
                            self.strata[index], self.source_id[index], self.n_epochs[index],
                            self.period[index], self.is_test[index], self.channels,
                            pick(self.phi31), pick(self.r21), pick(self.phi31_error),
-                           pick(self.amplitude), pick(self.copy))
+                           pick(self.amplitude), pick(self.copy), pick(self.phi31_template),
+                           pick(self.r21_template))
 
     @property
     def is_copy(self) -> np.ndarray:
@@ -89,7 +93,7 @@ def load_training_set(path: str | Path, kind: str | None = None,
         channels = (tuple(str(c) for c in d["channels"]) if "channels" in d.files
                     else ("standardised_mag", "phase_x_period_d"))
         star = {k: d[f"star_{k}"].astype(float) if f"star_{k}" in d.files else None
-                for k in ("phi31", "r21", "phi31_error")}
+                for k in ("phi31", "r21", "phi31_error", "phi31_template", "r21_template")}
         star["amplitude"] = d["amplitude"].astype(float) if "amplitude" in d.files else None
         star["copy"] = (d["copy"].astype(int) if "copy" in d.files
                         else np.zeros(len(d["y"]), int))

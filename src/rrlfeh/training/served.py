@@ -23,7 +23,9 @@ import numpy as np
 from rrlfeh.training.baseline import STACK_STEP, LinearRelation, relation_predict, rmse
 
 MIN_BIN_ROWS = 30       # fewer curves in a bin: merged into the next denser bin
-EXTRA_FEATURES = ("r21", "amplitude")  # the bin planes' inputs beside the line's
+# the bin planes' inputs beside the line's: φ31 and R21 of the dense shapes that fit the curve
+# best (rrlfeh.lightcurve.templates) are far less noisy than the fit's on 15-30 epochs
+EXTRA_FEATURES = ("r21", "amplitude", "phi31_template", "r21_template")
 CLIP_QUANTILES = (0.005, 0.995)        # the bin planes' inputs clipped to the full curves' range
 OPEN_END = 1.0e6  # the last bin's upper edge in epochs (a finite number: JSON has no infinity)
 MIN_OWN_CURVES = 10  # a bin with this many stars' own curves is chosen on them
@@ -73,7 +75,15 @@ def features_of(values: Mapping[str, np.ndarray], features: Sequence[str],
 def training_values(data) -> dict[str, np.ndarray]:
     """The relations' inputs of a TrainingSet by name."""
     return {"period": data.period, "phi31": data.phi31, "r21": data.r21,
-            "amplitude": data.amplitude}
+            "amplitude": data.amplitude,
+            "phi31_template": data.phi31 if data.phi31_template is None else data.phi31_template,
+            "r21_template": data.r21 if data.r21_template is None else data.r21_template}
+
+
+def _copy_of_fit(values: Mapping[str, np.ndarray], name: str) -> bool:
+    """True for a template feature that only repeats the fit's (no bank: the same column twice)."""
+    base = name.removesuffix("_template")
+    return base != name and np.array_equal(values[name], values[base])
 
 
 def _bin_plane_oof(data, features: Sequence[str], clip, folds, b: np.ndarray,
@@ -112,8 +122,9 @@ def choose_served(data, network_oof: np.ndarray, line_oof: np.ndarray,
     own = ~data.is_copy
     edges = merge_sparse_bins(edges, data.n_epochs)
     b, n_bins = bin_index(data.n_epochs, edges), len(edges) - 1
-    features = list(dict.fromkeys([*line["features"], *EXTRA_FEATURES]))
     vals = training_values(data)
+    features = [f for f in dict.fromkeys([*line["features"], *EXTRA_FEATURES])
+                if not _copy_of_fit(vals, f)]
     clip = [[float(v) for v in np.quantile(np.asarray(vals[c], float)[own], CLIP_QUANTILES)]
             for c in features]
     plane_oof = _bin_plane_oof(data, features, clip, folds, b, n_bins)
