@@ -325,6 +325,19 @@ def _table1_row(row: Mapping[str, Any]) -> str:
             f"{_cell(te.get('wrmse'))} | {_cell(te.get('rmse'))} | {_cell(te.get('mae'))} |")
 
 
+# the bin planes' inputs as a reader knows them
+PLANE_INPUTS = {"period": "P", "phi31": "φ31", "r21": "R21", "amplitude": "the amplitude",
+                "phi31_template": "φ31 and R21 of the dense training curves' shapes that fit "
+                                  "the curve best (`rrlfeh.lightcurve.templates`)",
+                "r21_template": ""}
+
+
+def _plane_inputs(features: list[str]) -> str:
+    """'P, φ31, R21, ...' of a stack's features list."""
+    names = [PLANE_INPUTS.get(f, f) for f in features]
+    return ", ".join(n for n in names if n) or "P and φ31"
+
+
 def _stack_table(stack: Mapping[str, Any]) -> list[str]:
     """The served stack per bin of epoch counts as markdown rows (out-of-fold RMSE)."""
     if "bins" not in stack:
@@ -434,9 +447,10 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
             md.append(_table1_row(row))
         st = t["stack"]
         md += ["", "**What the gate chose** (`register`), per number of epochs of a curve: in "
-               "each bin the relation (the full curves' line, or a plane in P, φ31, R21 and the "
-               "amplitude refitted on the curves of that many epochs, sparse copies of the "
-               "training stars included) and the network's weight w with the lowest "
+               "each bin the relation (the full curves' line, or a plane in "
+               f"{_plane_inputs(st.get('features', []))} refitted on the curves of that many "
+               "epochs, sparse copies of the training stars included) and the network's weight "
+               "w with the lowest "
                "out-of-fold RMSE on the bin's curves. A bin holding stars' own curves serves "
                "the line, the network's weight chosen on those curves alone (a label is the "
                "line of the φ31 of the star's own epochs). The registered version's tags say "
