@@ -227,7 +227,8 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
         rej = rej.drop_duplicates("source_id")
         status[where.reindex(rej["source_id"]).to_numpy()] = rej["reason"].astype(str).to_numpy()
         if req.form == "time" and "relation" in ens.manifest:
-            _relation_alone(e, rej, where, out, status, notes, ens, knobs["fourier"])
+            _relation_alone(e, rej, where, out, status, notes, ens, knobs["fourier"],
+                            model.templates.get(kind))
     if len(pc) == 0:
         return
     values = star_values(pc)  # once: the network's per-star channels and the relation's inputs
@@ -252,11 +253,13 @@ COVERAGE_REASONS = ("phase gap", "too few points")
 
 def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: pd.DataFrame,
                     status: np.ndarray, notes: np.ndarray, ens: Any,
-                    fourier: Mapping[str, Any]) -> None:
+                    fourier: Mapping[str, Any], bank: Any = None) -> None:
     """A value from the classical relation alone for stars whose curve the spline refused only
     for its phase coverage (no curve for the network): P and φ31, R21 from the one Fourier fit of
-    their epochs; flagged out of domain with the reason. Stars it cannot fit keep their status."""
-    from rrlfeh.lightcurve.features import star_features
+    their epochs, and from the dense shapes of `bank` (a template fit needs no phase origin);
+    flagged out of domain with the reason. Stars it cannot fit keep their status."""
+    from rrlfeh.lightcurve.features import clean_sigma, star_features
+    from rrlfeh.lightcurve.templates import template_features
     from rrlfeh.preprocess.curves import MAG_LIMITS
     from rrlfeh.preprocess.network_input import centred_phi31
     from rrlfeh.training.served import relation_alone
@@ -270,11 +273,17 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
         with np.errstate(invalid="ignore"):
             use = np.isfinite(t) & (mag > MAG_LIMITS[0]) & (mag < MAG_LIMITS[1])
         period = float(out.at[row, "period"])
-        f = star_features(t[use], mag[use], mine["mag_error"].to_numpy(float)[use], period,
-                          **fourier)
-        values = {"period": np.array([period]), "phi31": centred_phi31([f["phi31"]]),
-                  "r21": np.array([f["r21"]]), "amplitude": np.array([f["amplitude"]])}
+        sigma = mine["mag_error"].to_numpy(float)[use]
+        f = star_features(t[use], mag[use], sigma, period, **fourier)
         n = int(use.sum())
+        shape = (np.array([f["phi31"]]), np.array([f["r21"]]))
+        if bank is not None and n <= bank.max_epochs:
+            tp, tr = template_features(bank, (t[use] / period) % 1.0, mag[use],
+                                       clean_sigma(sigma, n), np.array([0, n]))
+            shape = (tp, tr) if np.isfinite(tp[0]) and np.isfinite(tr[0]) else shape
+        values = {"period": np.array([period]), "phi31": centred_phi31([f["phi31"]]),
+                  "r21": np.array([f["r21"]]), "amplitude": np.array([f["amplitude"]]),
+                  "phi31_template": centred_phi31(shape[0]), "r21_template": shape[1]}
         # the relation side of the star's bin of epoch counts (the line, or the bin's plane)
         feh = float(relation_alone(ens.manifest.get("stack", {"weight": 0.0}),
                                    ens.manifest["relation"], values, np.array([n]))[0])
