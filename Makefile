@@ -67,6 +67,7 @@ test: setup setup-spark lint
 # the last two need the default run's champion and data/raw (make repro first)
 bench: setup setup-spark
 	$(BIN)/python benchmarks/period_search.py
+	$(BIN)/python benchmarks/template_phi31.py
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/score.py --ensemble champion
