@@ -293,3 +293,30 @@ def test_feh_std_is_calibrated_in_finer_bins_of_full_curves():
     assert edges == [0, 17.5, 30, 45, 55, 70, 1e6]
     counts = np.bincount(bin_index(n, edges))
     assert counts.min() >= 30 and counts.sum() == n.size
+
+
+def test_feh_std_calibrated_on_copies_of_dense_stars():
+    """`train.calibration_rows`: every star's own curve, the copies of stars with >= 50 epochs of
+    their own, and all curves of a bin where those would be too few."""
+    from rrlfeh.stages.train import calibration_rows
+
+    rng = np.random.default_rng(0)
+    own_n = np.where(np.arange(80) % 2 == 0, 60, 35)  # even ids dense, odd ids not
+    sid = np.r_[np.arange(80), np.arange(80), np.arange(80)]
+    n = np.r_[own_n, np.full(80, 20), np.full(80, 25)]
+    copy = np.r_[np.zeros(80, int), np.ones(80, int), np.full(80, 2)]
+    m = len(sid)
+    data = TrainingSet("RRab", np.zeros((m, 2, 2), np.float32), rng.normal(size=m), np.ones(m),
+                       np.zeros(m, int), sid, n, np.full(m, 0.6), np.zeros(m, bool), copy=copy)
+    bins = np.digitize(n, [22.5, 27.5, 45])  # 20 | 25 | 35 | 60
+    keep = calibration_rows(data, bins, 50)
+    assert keep[copy == 0].all()
+    expected = (sid % 2 == 0)[copy > 0]
+    np.testing.assert_array_equal(keep[copy > 0], expected)
+    # a bin with fewer than MIN_BIN_ROWS (30) copies of dense stars keeps all of its curves
+    thin = np.r_[own_n, np.full(80, 20), np.where(np.arange(80) < 50, 25, 24)]
+    data2 = TrainingSet("RRab", data.X, data.y, data.weights, data.strata, sid, thin, data.period,
+                        data.is_test, copy=copy)
+    keep2 = calibration_rows(data2, np.digitize(thin, [22.5, 24.5, 45]), 50)
+    assert keep2[(copy == 2) & (thin == 24)].all()  # 30 curves, 15 of dense stars: all kept
+    np.testing.assert_array_equal(keep2[copy == 1], (sid % 2 == 0)[copy == 1])

@@ -503,7 +503,10 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                    f"(Gaussian 68.3 %), within ±2: {100 * c['within_2sigma']:.1f} % (95.4 %), "
                    f"{c['n']} stars. feh_std = the members' spread and a residual scatter s "
                    "in quadrature, s set per bin of epoch counts on the bin's out-of-fold "
-                   "residuals (training stars and their sparse copies): 68.3 ± 3 % of them "
+                   "residuals (the training stars' own curves, and the sparse copies of those "
+                   "with ≥ "
+                   f"{(t.get('error_bins') or {}).get('copies_min_origin_epochs', 0)} epochs "
+                   "of their own: labels of dense curves): 68.3 ± 3 % of them "
                    "within ±1 feh_std and, within that, as near 95.4 % as can be within ±2 "
                    "(a conformal calibration, `train`; `served.residual_sigmas`).", ""]
             md += _error_bins_table(t.get("error_bins"))

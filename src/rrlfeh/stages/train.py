@@ -31,6 +31,7 @@ from rrlfeh.training.arrays import load_training_set
 from rrlfeh.training.ensemble import MANIFEST, Ensemble, residual_model
 from rrlfeh.training.metrics import regression_metrics
 from rrlfeh.training.served import (
+    MIN_BIN_ROWS,
     bin_index,
     merge_sparse_bins,
     residual_sigmas,
@@ -76,6 +77,21 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
 # full curves' residuals shrink with their epochs (real DR3, out of fold: 0.078 dex at 45-55,
 # 0.060 at 55-70, 0.035 above 70), so feh_std is calibrated in finer bins there
 FULL_CURVE_EDGES = (55.0, 70.0, 90.0)
+
+
+def calibration_rows(data, bins: np.ndarray, min_origin_epochs: int) -> np.ndarray:
+    """The curves `feh_std` is calibrated on: the stars' own, and the sparse copies of stars
+    with at least `min_origin_epochs` epochs of their own (a label from a dense curve, as the
+    dense stars cut to N epochs are judged by, not one that carries a sparse curve's own φ31
+    noise); a bin with fewer than MIN_BIN_ROWS of those keeps all its curves."""
+    n_own = pd.Series(data.n_epochs[~data.is_copy], index=data.source_id[~data.is_copy])
+    origin = n_own.reindex(data.source_id).to_numpy(float)
+    keep = ~data.is_copy | (origin >= min_origin_epochs)
+    for i in np.unique(bins):
+        rows = bins == i
+        if (keep & rows).sum() < MIN_BIN_ROWS:
+            keep |= rows
+    return keep
 
 
 def calibration_edges(stack_edges: list[float], n_epochs: np.ndarray) -> list[float]:
@@ -159,13 +175,17 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         # of every curve of the bin (sparse copies included) to hold 68 % within ±1σ
         edges = calibration_edges(manifest["stack"].get("edges", [0.0, 1.0e6]), data.n_epochs)
         bins = bin_index(data.n_epochs, edges)
-        manifest["error_bins"] = {"edges": edges, "sigma": residual_sigmas(
-            served_oof - data.y, spread, bins, len(edges) - 1)}
+        min_origin = int(t["calibrate_min_epochs"])
+        cal = calibration_rows(data, bins, min_origin)
+        manifest["error_bins"] = {"edges": edges, "copies_min_origin_epochs": min_origin,
+                                  "sigma": residual_sigmas(served_oof[cal] - data.y[cal],
+                                                           spread[cal], bins[cal],
+                                                           len(edges) - 1)}
         ens.manifest = manifest
         err = ens.total_error(spread, data.n_epochs)
         manifest["error_bins"]["coverage_oof"] = [
-            coverage(served_oof[bins == i] - data.y[bins == i], err[bins == i])
-            if (bins == i).any() else None for i in range(len(edges) - 1)]
+            coverage(served_oof[m] - data.y[m], err[m]) if m.any() else None
+            for m in (cal & (bins == i) for i in range(len(edges) - 1))]
         write_json(manifest, out_dir / kind / MANIFEST)
         test = load_training_set(processed, kind, part="test")
         m = {"n_members": len(manifest["members"]), "n_stars": int(own.sum()),
