@@ -26,7 +26,8 @@ def population(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def curves_of(amps: np.ndarray, phases: np.ndarray) -> np.ndarray:
     grid = np.arange(N_GRID) / N_GRID
-    return np.array([model_mag(grid, 1.0, 0.0, 0.0, a, p) for a, p in zip(amps, phases)])
+    return np.array([model_mag(grid, 1.0, 0.0, 0.0, a, p)
+                     for a, p in zip(amps, phases, strict=True)])
 
 
 def fourier_phi31(amps: np.ndarray, phases: np.ndarray) -> np.ndarray:
@@ -67,7 +68,7 @@ def test_fft_fit_equals_a_loop_over_shifts():
                       np.arange(12), grid=64)
     rng = np.random.default_rng(2)
     stars = [sparse_draw(rng, *population(1, seed=10 + i)[:2], 20, 0.03) for i in range(3)]
-    x, y, s = (np.concatenate(v) for v in zip(*stars))
+    x, y, s = (np.concatenate(v) for v in zip(*stars, strict=True))
     phi, r21 = template_features(bank, x, y, s, np.array([0, 20, 40, 60]))
     expected = [brute_force(bank, *star) for star in stars]
     np.testing.assert_allclose(phi, expected, atol=1e-6)
@@ -80,7 +81,7 @@ def test_sparse_phi31_closer_than_the_fourier_fit():
                       amps[:300, 1] / amps[:300, 0], np.arange(300))
     rng = np.random.default_rng(4)
     draws = [sparse_draw(rng, amps[i], phases[i], 20, 0.03) for i in range(300, 360)]
-    x, y, s = (np.concatenate(v) for v in zip(*draws))
+    x, y, s = (np.concatenate(v) for v in zip(*draws, strict=True))
     phi, _ = template_features(bank, x, y, s, np.arange(61) * 20)
     fit = np.array([star_features(*d, 1.0)["phi31"] for d in draws])
     err = lambda a: np.abs(np.angle(np.exp(1j * (a - phi31[300:]))))  # noqa: E731
@@ -112,3 +113,24 @@ def test_bank_round_trip_and_empty(tmp_path):
     empty = build_bank(np.empty((0, 10)), np.empty(0), np.empty(0), np.empty(0, np.int64))
     phi, r21 = template_features(empty, np.zeros(3), np.zeros(3), None, np.array([0, 3]))
     assert np.isnan(phi).all() and np.isnan(r21).all()
+
+
+def test_served_bank_reaches_the_planes_bins_only():
+    """`train.served_bank`: the model folder's bank stops where the last bin plane does (the
+    line, served above, does not read the template features), and is left out where no bin
+    serves a plane or kept whole where the network reads a template channel."""
+    from rrlfeh.stages.train import served_bank
+
+    amps, phases, phi31 = population(4, seed=7)
+    bank = build_bank(curves_of(amps, phases), phi31, amps[:, 1] / amps[:, 0], np.arange(4))
+    bins = [{"lo": 0.0, "hi": 17.5, "relation": "plane"}, {"lo": 17.5, "hi": 27.5,
+            "relation": "plane"}, {"lo": 27.5, "hi": 35.0, "relation": "line"},
+            {"lo": 35.0, "hi": 1e6, "relation": "line"}]
+    channels = ("standardised_mag", "phase_x_period_d", "period_d", "phi31")
+    assert served_bank(bank, {"bins": bins}, channels).max_epochs == 27
+    wide = [{**b, "relation": "plane"} for b in bins]
+    assert served_bank(bank, {"bins": wide}, channels).max_epochs == bank.max_epochs
+    lines = [{**b, "relation": "line"} for b in bins]
+    assert served_bank(bank, {"bins": lines}, channels) is None
+    assert served_bank(bank, {"bins": lines}, (*channels, "phi31_template")) is bank
+    assert served_bank(None, {"bins": bins}, channels) is None

@@ -16,6 +16,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
     dest.mkdir(parents=True)
     for name in names:
         shutil.copy2(crossval_dir / name, dest / name)
-    bank = TemplateBank.from_npz(processed)
+    bank = served_bank(TemplateBank.from_npz(processed), folds["metrics"]["stack"],
+                       data.channels)
     if bank is not None:  # the dense shapes the bin planes' template features come from
         bank.save(dest / TEMPLATES)
     manifest = {
@@ -77,6 +79,21 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
 # full curves' residuals shrink with their epochs (real DR3, out of fold: 0.078 dex at 45-55,
 # 0.060 at 55-70, 0.035 above 70), so feh_std is calibrated in finer bins there
 FULL_CURVE_EDGES = (55.0, 70.0, 90.0)
+
+
+def served_bank(bank: TemplateBank | None, stack: Mapping[str, Any],
+                channels: tuple[str, ...]) -> TemplateBank | None:
+    """The bank the served model needs: where only the bin planes read the template features,
+    up to the most epochs a plane is served for (a curve of more epochs gets the line, which
+    does not read them: the same predictions, without the template fits' cost), none where no
+    bin serves a plane."""
+    if bank is None or any(c.endswith("_template") for c in channels):
+        return bank
+    his = [b["hi"] for b in stack.get("bins", []) if b.get("relation") == "plane"]
+    if not his:
+        return None
+    most = int(np.ceil(max(his))) - 1  # bins hold lo <= n < hi
+    return replace(bank, max_epochs=min(bank.max_epochs, most))
 
 
 def calibration_rows(data, bins: np.ndarray, min_origin_epochs: int) -> np.ndarray:
