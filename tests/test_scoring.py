@@ -83,7 +83,9 @@ def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model
             own = np.flatnonzero(d["copy"] == 0)[:25]
             x, ids, n = d["X"][own], d["source_id"][own], d["n_epochs"][own]
             star = {"period": d["period"][own], "phi31": d["star_phi31"][own],
-                    "r21": d["star_r21"][own], "amplitude": d["amplitude"][own]}
+                    "r21": d["star_r21"][own], "amplitude": d["amplitude"][own],
+                    "phi31_template": d["star_phi31_template"][own],
+                    "r21_template": d["star_r21_template"][own]}
         net, spread = ens.predict(x)  # member by member, not fused
         mean, spread, std = served_by_hand(ens.manifest, net, spread, star, n)
         out = score_request(read_request(long_form(project, ids)), scoring_model)
