@@ -325,3 +325,35 @@ def test_a_curve_with_a_phase_gap_gets_the_relation_alone_out_of_domain(project,
     expected = rel["coef"][0] + sum(c * values[f] for c, f in zip(rel["coef"][1:],
                                                                  rel["features"], strict=True))
     assert out["feh"] == pytest.approx(expected, abs=0.02)  # outliers clipped by the model only
+
+
+def test_template_bank_holds_dense_training_stars_only(project, scoring_model):
+    """The shapes the template features come from: dense training stars' own curves, never a
+    test star; dense curves keep their fit's φ31, sparse copies get the bank's; the model folder
+    carries the bank as far as a bin plane is served."""
+    from rrlfeh.lightcurve.templates import TemplateBank
+    from rrlfeh.preprocess.network_input import centred_phi31
+
+    p = params_of(project)["preprocess"]["templates"]
+    for kind, ens in scoring_model.ensembles.items():
+        path = project / f"data/processed/{kind}.npz"
+        bank = TemplateBank.from_npz(path)
+        with np.load(path) as d:
+            own, n, sid = d["copy"] == 0, d["n_epochs"], d["source_id"]
+            dense = set(sid[own & ~d["is_test"] & (n >= p["min_epochs"])].tolist())
+            tests = set(sid[d["is_test"]].tolist())
+            phi, phi_t = d["star_phi31"], d["star_phi31_template"]
+        assert set(bank.source_id.tolist()) <= dense and not tests & set(bank.source_id.tolist())
+        assert len(bank) == min(p["max_templates"], len(dense))
+        big = own & (n > p["max_epochs"])
+        np.testing.assert_array_equal(phi_t[big], phi[big])
+        small = n <= p["max_epochs"]
+        assert small.sum() > 0 and np.mean(phi_t[small] != phi[small]) > 0.9
+        lo, hi = centred_phi31(bank.phi31).min(), centred_phi31(bank.phi31).max()
+        assert np.all((phi_t[small] >= lo - 1e-9) & (phi_t[small] <= hi + 1e-9))
+        his = [b["hi"] for b in ens.manifest["stack"]["bins"] if b["relation"] == "plane"]
+        served = scoring_model.templates.get(kind)
+        if his:
+            assert served.max_epochs == min(p["max_epochs"], int(np.ceil(max(his))) - 1)
+        else:
+            assert served is None
