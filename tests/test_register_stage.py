@@ -72,6 +72,16 @@ def test_a_changed_candidate_is_a_new_version_and_the_gate_decides(work: Path):
     assert str(client.get_model_version_by_alias("rrl-feh", "champion").version) == "1"
     reg = json.loads((work / "reports/register.json").read_text())
     assert reg["version"] == 2 and not reg["promoted"] and reg["champion_version"] == 1
+    # 'always' moves the alias to an identical version already registered (nothing new)
+    (work / "params.yaml").write_text(params.replace("batch_size: 4096", "batch_size: 2048")
+                                      .replace("promote: auto", "promote: always"))
+    run([str(BIN / "rrlfeh"), "register"], work)
+    client, vs = versions(work)
+    assert [str(v.version) for v in vs] == ["1", "2"]
+    assert str(client.get_model_version_by_alias("rrl-feh", "champion").version) == "2"
+    reg = json.loads((work / "reports/register.json").read_text())
+    assert reg["promoted"] and not reg["registered"] and reg["champion_version"] == 2
+    assert "register.promote is 'always'" in reg["decision"]
     # the policy knob overrides the comparison, and says so
     (work / "params.yaml").write_text(params.replace("batch_size: 4096", "batch_size: 1024")
                                       .replace("promote: auto", "promote: always"))

@@ -57,11 +57,20 @@ def run(final_dir: Path, processed_dir: Path, raw_dir: Path, params: Mapping[str
     same = [v for v in _versions(client, name) if v.tags.get("model_digest") == digest]
     if same:
         v = same[0]
+        decision = f"unchanged: the same model is version {v.version}; nothing registered"
+        promoted = False
+        if (str(r.get("promote", "auto")) == "always" and champion is not None
+                and str(champion.version) != str(v.version)):  # the knob still moves the alias
+            gate = registry.gate(tags, champion.tags, champion.version, "always")
+            if gate.promote:
+                client.set_registered_model_alias(name, alias, v.version)
+                client.set_model_version_tag(name, v.version, "promoted", "true")
+                promoted, decision = True, f"{decision}; {gate.reason}, the alias moved to it"
         result = {"model_name": name, "alias": alias, "version": int(v.version),
-                  "registered": False, "promoted": False,
-                  "champion_version": int(champion.version) if champion else None,
-                  "decision": f"unchanged: the same model is version {v.version}; nothing "
-                              "registered", "model_digest": digest}
+                  "registered": False, "promoted": promoted,
+                  "champion_version": int(v.version) if promoted else (
+                      int(champion.version) if champion else None),
+                  "decision": decision, "model_digest": digest}
         log.info("register: %s", result["decision"])
         write_json(result, metrics_path)
         return result
