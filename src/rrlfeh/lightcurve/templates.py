@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rrlfeh.io import atomic_path
+from rrlfeh.lightcurve.features import clean_sigma
 
 MIN_AMPLITUDE = 0.05  # mag: a template fitted with a smaller (or negative) amplitude does not count
 FILE = "templates.npz"  # a bank's file in a model's ensemble folder
@@ -145,3 +146,23 @@ def template_features(bank: TemplateBank, phase: np.ndarray, mag: np.ndarray,
         phi[a:b][ok] = np.angle(wn @ np.exp(1j * bank.phi31)) % (2 * np.pi)
         r21[a:b][ok] = wn @ bank.r21
     return phi, r21
+
+
+def bank_features(bank: TemplateBank | None, phase: np.ndarray, mag: np.ndarray,
+                  sigma: np.ndarray | None, counts: np.ndarray,
+                  exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`template_features` of the stars (`counts` epochs each, in order) with at most
+    bank.max_epochs epochs, NaN elsewhere and without a bank; unusable `sigma` as
+    `clean_sigma` makes it."""
+    counts = np.asarray(counts)
+    phi31, r21 = np.full(counts.size, np.nan), np.full(counts.size, np.nan)
+    if bank is None or len(bank) == 0:
+        return phi31, r21
+    use = counts <= bank.max_epochs
+    take = np.repeat(use, counts)
+    offsets = np.r_[0, np.cumsum(counts[use])]
+    sigma = clean_sigma(None if sigma is None else np.asarray(sigma)[take], int(take.sum()))
+    phi31[use], r21[use] = template_features(
+        bank, np.asarray(phase)[take], np.asarray(mag)[take], sigma, offsets,
+        None if exclude is None else np.asarray(exclude)[use])
+    return phi31, r21

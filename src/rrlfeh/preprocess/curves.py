@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
-from rrlfeh.lightcurve.features import clean_sigma, features_of_stars
-from rrlfeh.lightcurve.templates import TemplateBank, template_features
+from rrlfeh.lightcurve.features import features_of_stars
+from rrlfeh.lightcurve.templates import TemplateBank, bank_features
 from rrlfeh.preprocess.fold import (
     count_adjacent_equal,
     fold_phase,
@@ -393,7 +393,7 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
                               **(fourier or {}))
     exclude = (None if template_exclude is None
                else np.asarray(template_exclude, np.int64)[rows])
-    tmpl_phi31, tmpl_r21 = _template_features(
+    tmpl_phi31, tmpl_r21 = bank_features(
         templates, x_fit[keep_fit], y_fit[keep_fit], None if s_fit is None else s_fit[keep_fit],
         np.diff(fit_offsets)[ok], exclude)
     out = ProcessedCurves(
@@ -409,22 +409,6 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
         fourier_harmonics=feats["n_harmonics"].to_numpy(),
         phi31_template=tmpl_phi31, r21_template=tmpl_r21)
     return out, reasons.frame()
-
-
-def _template_features(bank: TemplateBank | None, x: np.ndarray, y: np.ndarray,
-                       sigma: np.ndarray | None, counts: np.ndarray,
-                       exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The bank's φ31, R21 of the stars with at most bank.max_epochs epochs (NaN elsewhere)."""
-    phi31, r21 = np.full(counts.size, np.nan), np.full(counts.size, np.nan)
-    if bank is None or len(bank) == 0:
-        return phi31, r21
-    use = counts <= bank.max_epochs
-    take = np.repeat(use, counts)
-    offsets = np.r_[0, np.cumsum(counts[use])]
-    sigma = clean_sigma(None if sigma is None else sigma[take], int(take.sum()))
-    phi31[use], r21[use] = template_features(
-        bank, x[take], y[take], sigma, offsets, None if exclude is None else exclude[use])
-    return phi31, r21
 
 
 def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, offsets: np.ndarray,

@@ -58,15 +58,23 @@ def star_values(pc: ProcessedCurves) -> dict[str, np.ndarray]:
     err = np.asarray(pc.phi31_error, float)
     phi31 = np.where(has_fit, fit_phi31, smooth_phi31)
     r21 = np.where(has_fit, pc.r21, smooth_r21)
-    nan = np.full(len(phi31), np.nan)
-    t_phi31 = centred_phi31(nan if pc.phi31_template is None else pc.phi31_template)
-    t_r21 = nan if pc.r21_template is None else np.asarray(pc.r21_template, float)
-    has_t = np.isfinite(t_phi31) & np.isfinite(t_r21)
     return {"period_d": np.asarray(pc.period, float), "phi31": phi31, "r21": r21,
             "amplitude_mag": np.asarray(pc.amplitude, float),
             "phi31_error": np.where(has_fit & np.isfinite(err),
                                     np.minimum(err, PHI31_ERROR_UNKNOWN), PHI31_ERROR_UNKNOWN),
-            "phi31_template": np.where(has_t, t_phi31, phi31),
+            **template_values(pc.phi31_template, pc.r21_template, phi31, r21)}
+
+
+def template_values(phi31_template: np.ndarray | None, r21_template: np.ndarray | None,
+                    phi31: np.ndarray, r21: np.ndarray) -> dict[str, np.ndarray]:
+    """phi31_template (centred like `phi31`) and r21_template of the dense shapes
+    (`rrlfeh.lightcurve.templates.bank_features`), the fit's centred `phi31` and `r21` where
+    they have none."""
+    nan = np.full(len(phi31), np.nan)
+    t_phi31 = centred_phi31(nan if phi31_template is None else phi31_template)
+    t_r21 = nan if r21_template is None else np.asarray(r21_template, float)
+    has_t = np.isfinite(t_phi31) & np.isfinite(t_r21)
+    return {"phi31_template": np.where(has_t, t_phi31, phi31),
             "r21_template": np.where(has_t, t_r21, r21)}
 
 

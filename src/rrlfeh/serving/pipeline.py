@@ -258,10 +258,10 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
     for its phase coverage (no curve for the network): P and φ31, R21 from the one Fourier fit of
     their epochs, and from the dense shapes of `bank` (a template fit needs no phase origin);
     flagged out of domain with the reason. Stars it cannot fit keep their status."""
-    from rrlfeh.lightcurve.features import clean_sigma, star_features
-    from rrlfeh.lightcurve.templates import template_features
+    from rrlfeh.lightcurve.features import star_features
+    from rrlfeh.lightcurve.templates import bank_features
     from rrlfeh.preprocess.curves import MAG_LIMITS
-    from rrlfeh.preprocess.network_input import centred_phi31
+    from rrlfeh.preprocess.network_input import centred_phi31, template_values
     from rrlfeh.training.served import relation_alone
 
     for sid, reason in zip(rej["source_id"].tolist(), rej["reason"].astype(str), strict=True):
@@ -276,14 +276,10 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
         sigma = mine["mag_error"].to_numpy(float)[use]
         f = star_features(t[use], mag[use], sigma, period, **fourier)
         n = int(use.sum())
-        shape = (np.array([f["phi31"]]), np.array([f["r21"]]))
-        if bank is not None and n <= bank.max_epochs:
-            tp, tr = template_features(bank, (t[use] / period) % 1.0, mag[use],
-                                       clean_sigma(sigma, n), np.array([0, n]))
-            shape = (tp, tr) if np.isfinite(tp[0]) and np.isfinite(tr[0]) else shape
-        values = {"period": np.array([period]), "phi31": centred_phi31([f["phi31"]]),
-                  "r21": np.array([f["r21"]]), "amplitude": np.array([f["amplitude"]]),
-                  "phi31_template": centred_phi31(shape[0]), "r21_template": shape[1]}
+        shape = bank_features(bank, (t[use] / period) % 1.0, mag[use], sigma, np.array([n]))
+        fit = (centred_phi31([f["phi31"]]), np.array([f["r21"]]))
+        values = {"period": np.array([period]), "phi31": fit[0], "r21": fit[1],
+                  "amplitude": np.array([f["amplitude"]]), **template_values(*shape, *fit)}
         # the relation side of the star's bin of epoch counts (the line, or the bin's plane)
         feh = float(relation_alone(ens.manifest.get("stack", {"weight": 0.0}),
                                    ens.manifest["relation"], values, np.array([n]))[0])

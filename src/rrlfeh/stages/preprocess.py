@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -214,17 +215,16 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
     for kind, stars, pc, rej, raw in parts:
         feh = stars.set_index("source_id")["feh"].reindex(pc.source_id).to_numpy(float)
         channels = p.get("channels", CHANNELS)
-        arrays[kind] = training_arrays(pc, feh, weights=p.get("weights", {}),
-                                       strata=p.get("strata", {}),
-                                       split=p.get("test_split", {}), channels=channels)
+        arrays_of = partial(training_arrays, feh=feh, weights=p.get("weights", {}),
+                            strata=p.get("strata", {}), split=p.get("test_split", {}),
+                            channels=channels)
+        arrays[kind] = arrays_of(pc)
         bank = (template_bank(pc, arrays[kind]["is_test"], p.get("templates"))
                 if raw is not None and len(pc) else None)
         if bank is not None:  # again with the bank: the stars' own curves, each not its own
             pc, _ = raw[1](raw[0], stars, templates=bank,
                            template_exclude=stars["source_id"].to_numpy(np.int64))
-            arrays[kind] = training_arrays(pc, feh, weights=p.get("weights", {}),
-                                           strata=p.get("strata", {}),
-                                           split=p.get("test_split", {}), channels=channels)
+            arrays[kind] = arrays_of(pc)
             log.info("preprocess %s: %d dense training curves as shape templates", kind,
                      len(bank))
         copies: dict[str, Any] = {"n_made": 0, "n_kept": 0}
