@@ -114,7 +114,7 @@ def _run_chunk(engine: str, stars: list[Star], knobs: dict[str, Any]) -> list[tu
 
 
 def run_engine(pool: ProcessPoolExecutor, engine: str, stars: list[Star], knobs: dict[str, Any],
-               chunk: int = 100) -> tuple[np.ndarray, np.ndarray, float]:
+               chunk: int = 200) -> tuple[np.ndarray, np.ndarray, float]:
     """(periods, fitted, wall seconds) of one engine over all stars in the warm pool."""
     chunks = [stars[i:i + chunk] for i in range(0, len(stars), chunk)]
     start = time.perf_counter()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rrlfeh.lightcurve.period import (
+    EXPLAINED_BLOCK,
     _coarse_candidates,
     false_alarm_probability,
     max_harmonics_for,
@@ -70,10 +71,14 @@ def test_power_matches_direct_least_squares() -> None:
     lc = simulate_gaia(rng, period=0.61, n_epochs=40)
     grid = 1.6 + np.arange(200) * 1e-3          # uniform: goes through the block factorisation
     odd = np.sort(rng.uniform(1.0, 5.0, 30))     # irregular: direct sums
+    # longer than one block of the normal-equation solve: points in the first, a middle and
+    # the last (partial) block
+    long = 1.0 + np.arange(2 * EXPLAINED_BLOCK + 77) * 1e-4
     w = 1 / lc["sigma"] ** 2
-    for freqs in (grid, odd):
+    for freqs in (grid, odd, long):
         power = multiharmonic_power(lc["t"], lc["mag"], lc["sigma"], freqs, n_harmonics=3)
-        for i in (0, len(freqs) // 2, len(freqs) - 1):
+        for i in (0, len(freqs) // 2, EXPLAINED_BLOCK, len(freqs) - 1):
+            i = min(i, len(freqs) - 1)
             x = 2 * np.pi * freqs[i] * lc["t"]
             design = np.column_stack([np.ones_like(x)] + [f(k * x) for k in (1, 2, 3)
                                                           for f in (np.cos, np.sin)])
