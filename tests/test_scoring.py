@@ -97,6 +97,35 @@ def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model
         assert (out["n_epochs"].to_numpy() == n).all()
 
 
+def test_the_network_runs_only_where_its_weight_is_not_zero(project, scoring_model,
+                                                           monkeypatch):
+    """Dense curves in a bin that serves the relation alone skip the network, sparse ones in a
+    bin that weighs it do not: the answers equal those of the network run on every curve."""
+    from rrlfeh.serving import pipeline
+
+    kind, ens = "RRab", scoring_model.ensembles["RRab"]
+    bins = ens.manifest["stack"]["bins"]
+    assert bins[-1]["weight"] == 0 and bins[0]["weight"] > 0, "the test project's stack changed"
+    with np.load(project / f"data/processed/{kind}.npz") as d:
+        ids = d["source_id"][d["copy"] == 0][:12]
+    frame = long_form(project, ids)
+    first = frame.groupby("source_id").cumcount()
+    sparse = frame["source_id"].isin(ids[:5]) & (first >= 20)  # 5 stars cut to 20 epochs
+    req = read_request(frame[~sparse].reset_index(drop=True))
+    sizes: list[int] = []
+    predict = ens.predict
+    monkeypatch.setattr(ens, "predict", lambda x, **kw: (sizes.append(len(x)), predict(x, **kw))[1])
+    out = score_request(req, scoring_model)
+    assert sizes == [5]
+    monkeypatch.setattr(pipeline, "_network_rows", lambda m, n: np.ones(len(n), bool))
+    every = score_request(req, scoring_model)
+    assert sizes == [5, 12]
+    assert (out["status"] == "ok").all() and (out["n_epochs"].to_numpy()[:5] <= 20).all()
+    for col in ("feh", "feh_spread", "feh_std"):
+        assert np.allclose(out[col], every[col], atol=1e-6, rtol=0), col
+    assert (out["feh_spread"].to_numpy()[5:] == 0).all()
+
+
 def test_derived_periods_when_the_request_has_none(project, scoring_model):
     stars = pd.read_parquet(project / "data/raw/stars.parquet")
     ids = stars.sort_values("n_epochs_g")["source_id"].to_numpy()[-12:]

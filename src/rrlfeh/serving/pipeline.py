@@ -232,8 +232,13 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     if len(pc) == 0:
         return
     values = star_values(pc)  # once: the network's per-star channels and the relation's inputs
-    mean, spread = ens.predict(network_input(pc, ens.manifest.get("channels", CHANNELS), values),
-                               batch_size=int(model.settings["batch_size"]), fused=True)
+    need = _network_rows(ens.manifest, pc.n_epochs)
+    mean, spread = np.zeros(len(pc)), np.zeros(len(pc))
+    if need.any():
+        x = network_input(pc, ens.manifest.get("channels", CHANNELS), values)
+        mean[need], spread[need] = ens.predict(x if need.all() else x[need],
+                                               batch_size=int(model.settings["batch_size"]),
+                                               fused=True)
     if "stack" in ens.manifest:  # what the gate chose, per bin of epoch counts
         mean, weight = served_predict(ens.manifest["stack"], ens.manifest["relation"], mean,
                                       relation_values(values), pc.n_epochs)
@@ -244,6 +249,17 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     out.loc[at, "feh_std"] = ens.total_error(spread, pc.n_epochs)
     out.loc[at, "n_epochs"] = pc.n_epochs
     amplitude[at] = pc.amplitude
+
+
+def _network_rows(manifest: Mapping[str, Any], n_epochs: np.ndarray) -> np.ndarray:
+    """The curves the network runs on: those whose bin of epoch counts gives it a weight (a bin
+    serving the relation alone, e.g. the line on dense curves, does not need it: the same
+    values, less time)."""
+    from rrlfeh.training.served import network_weight
+
+    if "stack" not in manifest:
+        return np.ones(len(n_epochs), bool)
+    return network_weight(manifest["stack"], n_epochs) > 0
 
 
 # rejections of the spline for the curve's coverage alone: the Fourier fit of the epochs can

@@ -184,6 +184,16 @@ def _full_curve_bins(data, stack: dict[str, Any], network_oof: np.ndarray, line_
     return stack, served_oof
 
 
+def network_weight(stack: Mapping[str, Any], n_epochs: np.ndarray) -> np.ndarray:
+    """The network's weight w in each curve's served value: its bin's (one weight for a stack
+    without bins). Where w is 0 the network's prediction is not needed."""
+    n_epochs = np.asarray(n_epochs)
+    if "bins" not in stack:
+        return np.full(len(n_epochs), float(stack["weight"]))
+    return np.array([e["weight"] for e in stack["bins"]], float)[
+        bin_index(n_epochs, stack["edges"])]
+
+
 def served_predict(stack: Mapping[str, Any], line: Mapping[str, Any], network: np.ndarray,
                    values: Mapping[str, np.ndarray], n_epochs: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -191,11 +201,10 @@ def served_predict(stack: Mapping[str, Any], line: Mapping[str, Any], network: n
     A stack without bins (older models) is one weight over all curves."""
     network = np.asarray(network, float)
     line_pred = relation_predict(line, values)
+    w = network_weight(stack, n_epochs)
     if "bins" not in stack:
-        w = np.full(len(network), float(stack["weight"]))
         return w * network + (1 - w) * line_pred, w
     b = bin_index(n_epochs, stack["edges"])
-    w = np.array([stack["bins"][i]["weight"] for i in range(len(stack["bins"]))])[b]
     rel = line_pred.copy()
     f = features_of(values, stack["features"], stack["clip"])
     for i, entry in enumerate(stack["bins"]):
