@@ -129,14 +129,16 @@ def run_all(args: argparse.Namespace, tmp: Path) -> None:
         a = score_mode(model, epochs, known, cat_ids, args.chunk_stars, timers)
         print_mode("(a) period, epoch of maximum, type given (the goal's mode)", a)
         raw_ids = data.ids[: args.raw_stars]
-        empty = pd.DataFrame({"source_id": pd.Series(dtype=np.int64),
-                              "period": pd.Series(dtype=float),
-                              "epoch_max": pd.Series(dtype=float),
-                              "type": pd.Series(dtype=object)})
-        b = score_mode(model, epochs, empty, raw_ids, args.chunk_stars, timers,
-                       params={"derive_n_jobs": 2})
-        print_mode(f"(b) raw curves, the first {len(raw_ids):,} stars (a subset), derived in "
-                   "the pyfunc with derive_n_jobs=2", b)
+        b: dict[str, Any] = {"n": 0, "parts": {}}  # --raw-stars 0: mode (b) left out
+        if len(raw_ids):
+            empty = pd.DataFrame({"source_id": pd.Series(dtype=np.int64),
+                                  "period": pd.Series(dtype=float),
+                                  "epoch_max": pd.Series(dtype=float),
+                                  "type": pd.Series(dtype=object)})
+            b = score_mode(model, epochs, empty, raw_ids, args.chunk_stars, timers,
+                           params={"derive_n_jobs": 2})
+            print_mode(f"(b) raw curves, the first {len(raw_ids):,} stars (a subset), derived "
+                       "in the pyfunc with derive_n_jobs=2", b)
     finally:
         timers.restore()
 
@@ -148,7 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_options(parser)
     parser.add_argument("--raw-stars", type=int, default=1000,
-                        help="stars of mode (b), raw curves (period search in the pyfunc)")
+                        help="stars of mode (b), raw curves (period search in the pyfunc; 0: none)")
     parser.add_argument("--chunk-stars", type=int, default=2000,
                         help="stars per predict call (the score stage's chunk_stars)")
     parser.add_argument("--gc-freeze", action="store_true",
