@@ -66,7 +66,8 @@ def derive_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
                 max_harmonics: int = 6, min_harmonics: int = 3, split_period: float = 0.42,
                 min_rrab_period: float = 0.3, subharmonic_alpha: float = 1e-3,
                 clip_sigma: float = 5.0, outlier_min_fraction: float = 0.5,
-                max_clipped_fraction: float = 0.1, coarse_stride: int = 2) -> dict[str, Any]:
+                max_clipped_fraction: float = 0.1, coarse_stride: int = 2,
+                seed_harmonics: int = 1) -> dict[str, Any]:
     """Parameters of one star from its clean G epochs; never raises: failures come back as
     fit_ok False with the reason and NaN values. With `other_bands` (clean BP/RP points) the
     period comes from the joint search over all bands; the fit stays on G. The period search
@@ -83,7 +84,8 @@ def derive_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
                      refine_harmonics=refine_harmonics, refine_factor=refine_factor,
                      min_points_per_param=min_points_per_param,
                      subharmonic_alpha=subharmonic_alpha, clip_sigma=clip_sigma,
-                     outlier_min_fraction=outlier_min_fraction, coarse_stride=coarse_stride)
+                     outlier_min_fraction=outlier_min_fraction, coarse_stride=coarse_stride,
+                     seed_harmonics=seed_harmonics)
     try:
         found = _search(t, mag, sigma, other_bands, search_kw)
         out["period_bands"] = "+".join(found.bands) or "G"
@@ -179,6 +181,7 @@ def derive_light_curve_parameters(epochs: pd.DataFrame, *, bands: pd.DataFrame |
                                   subharmonic_alpha: float = 1e-3, clip_sigma: float = 5.0,
                                   outlier_min_fraction: float = 0.5,
                                   max_clipped_fraction: float = 0.1, coarse_stride: int = 2,
+                                  seed_harmonics: int = 1,
                                   n_jobs: int = 2, chunk_size: int = 200) -> pd.DataFrame:
     """One row per star of the canonical epochs table (schema.EPOCHS), in order of first
     appearance: source_id, period, epoch_max, amplitude_g, mean_mag_g, phi31_g, phi31_g_error,
@@ -209,7 +212,8 @@ def derive_light_curve_parameters(epochs: pd.DataFrame, *, bands: pd.DataFrame |
                   min_harmonics=min_harmonics, split_period=split_period,
                   min_rrab_period=min_rrab_period, subharmonic_alpha=subharmonic_alpha,
                   clip_sigma=clip_sigma, outlier_min_fraction=outlier_min_fraction,
-                  max_clipped_fraction=max_clipped_fraction, coarse_stride=coarse_stride)
+                  max_clipped_fraction=max_clipped_fraction, coarse_stride=coarse_stride,
+                  seed_harmonics=seed_harmonics)
 
     other = _other_bands(bands)
     ids = pd.unique(epochs["source_id"].to_numpy(dtype=np.int64))

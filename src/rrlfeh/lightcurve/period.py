@@ -13,8 +13,9 @@ The least-squares chi2 at every frequency then comes from a Cholesky solve vecto
 frequencies (the normal matrix is built from the same sums). That coarse pass is most of the
 cost, so it first runs on every `coarse_stride`-th grid frequency and only the neighbourhoods of
 the highest peaks found there are computed on the full grid (the same peaks for ~1/stride of
-the work). The refine's local grids factorise the same way (centre x offset), and the robust
-fits, the polish and the alias test solve their small normal equations in batches.
+the work; that strided pass needs only one harmonic, `seed_harmonics`). The refine's local
+grids factorise the same way (centre x offset), and the robust fits, the polish and the alias
+test solve their small normal equations in batches.
 
 Several bands (`search_period_bands`: G, BP, RP): each mapped onto G (own mean, amplitude
 ratio), the points of a transit averaged, the same search run on the averaged curve.
@@ -352,7 +353,8 @@ def _rank_power(tc: np.ndarray, yr: np.ndarray, chi_r: float, f_min: float, df: 
 
 
 def _coarse_candidates(t: np.ndarray, mag: np.ndarray, f_min: float, df: float, n_freq: int,
-                       n_harmonics: int, n_candidates: int, stride: int = 1) -> np.ndarray:
+                       n_harmonics: int, n_candidates: int, stride: int = 1,
+                       seed_harmonics: int | None = None) -> np.ndarray:
     """Frequencies of the `n_candidates` highest local maxima (the grid's two ends count) of
     the K-harmonic power of the magnitude ranks on the grid f_min + j*df, j < n_freq.
 
@@ -360,7 +362,9 @@ def _coarse_candidates(t: np.ndarray, mag: np.ndarray, f_min: float, df: float, 
     SEEDS_PER_CANDIDATE * n_candidates highest peaks found there are climbed to the full
     grid's local maxima (the full grid within +-stride of each): nearly always the same peaks
     for about 1/stride of the cost, the refine that follows being cheap next to the coarse
-    pass."""
+    pass. `seed_harmonics` (at most n_harmonics; None: n_harmonics): the harmonics of that
+    strided pass alone. One term finds the true peak among the seeds as often on Gaia curves
+    (benchmarks/period_search.py) for a 3-square solve in place of a 5-square one."""
     # ranks, unweighted: any monotonic transform keeps the period, and ranks bound the pull of
     # the wild points Gaia curves keep after the rejection flags
     n = len(t)
@@ -368,9 +372,11 @@ def _coarse_candidates(t: np.ndarray, mag: np.ndarray, f_min: float, df: float, 
     tc, yr, _, chi_r = _prepare(t, ranks, np.ones(n))
     stride = max(1, min(int(stride), (n_freq - 1) // 64))
     index = np.arange(0, n_freq, stride)
-    power = _rank_power(tc, yr, chi_r, f_min, df, index, n_harmonics)
     if stride == 1:
+        power = _rank_power(tc, yr, chi_r, f_min, df, index, n_harmonics)
         return f_min + _top_peaks(power, index, n_candidates) * df
+    k_seed = n_harmonics if seed_harmonics is None else max(1, min(seed_harmonics, n_harmonics))
+    power = _rank_power(tc, yr, chi_r, f_min, df, index, k_seed)
     seeds = np.r_[_top_peaks(power, index, SEEDS_PER_CANDIDATE * n_candidates, stride),
                   0, n_freq - 1]
     index = np.unique(np.clip(seeds[:, None] + np.arange(-stride, stride + 1), 0, n_freq - 1))
@@ -468,7 +474,8 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
                   refine_factor: int = 10, refine_halfwidth: float = 2.0,
                   min_points_per_param: float = 3.0,
                   subharmonic_alpha: float = 1e-3, clip_sigma: float = 5.0,
-                  outlier_min_fraction: float = 0.5, coarse_stride: int = 2) -> PeriodResult:
+                  outlier_min_fraction: float = 0.5, coarse_stride: int = 2,
+                  seed_harmonics: int = 1) -> PeriodResult:
     """Best period (d) of one light curve in [min_period, max_period].
 
     `oversampling`: coarse grid step = 1/(oversampling * baseline). The `n_candidates` highest
@@ -480,7 +487,8 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
     `outlier_min_fraction` of the 5-95 % magnitude range are outliers, left out of the
     polish of chi2 (`_polish`, to 1 % of a fine step), the tests below and the result's power.
     `coarse_stride` > 1 computes the coarse power on every coarse_stride-th frequency first
-    and the full grid only about its highest peaks (`_coarse_candidates`).
+    and the full grid only about its highest peaks (`_coarse_candidates`), the first with
+    `seed_harmonics` terms.
     If the harmonics that are not multiples of m (m = 2, 3) are not significant at
     `subharmonic_alpha` (F-test), the period is a multiple of the true one and P/m is taken.
     """
@@ -503,7 +511,7 @@ def search_period(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
         raise ValueError(f"time baseline {baseline:.3g} d would need {float(n_freq):.2g} "
                          f"trial frequencies (> {MAX_TRIAL_FREQUENCIES:.0e}); times in days?")
     cand_f = _coarse_candidates(t, mag, f_min, df, n_freq, min(coarse_harmonics, k_ref),
-                                n_candidates, coarse_stride)
+                                n_candidates, coarse_stride, seed_harmonics)
     tc, y, w, _ = _prepare(t, mag, sigma)
     fine_df = df / refine_factor
     half = int(round(refine_halfwidth * refine_factor))
