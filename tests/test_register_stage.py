@@ -82,6 +82,9 @@ def test_a_changed_candidate_is_a_new_version_and_the_gate_decides(work: Path):
     reg = json.loads((work / "reports/register.json").read_text())
     assert reg["promoted"] and not reg["registered"] and reg["champion_version"] == 2
     assert "register.promote is 'always'" in reg["decision"]
+    tags = client.get_model_version("rrl-feh", "2").tags  # its tags say why it is champion now
+    assert tags["promoted"] == "true" and tags["compared_with"] == "v1"
+    assert "register.promote is 'always'" in tags["decision"]
     # the policy knob overrides the comparison, and says so
     (work / "params.yaml").write_text(params.replace("batch_size: 4096", "batch_size: 1024")
                                       .replace("promote: auto", "promote: always"))

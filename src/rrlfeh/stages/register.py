@@ -32,6 +32,13 @@ def _champion(client, name: str, alias: str):
         return None
 
 
+def _gate_tags(decision: Any, champion: Any) -> dict[str, str]:
+    """A version's tags from the gate's decision: why, against which champion, promoted."""
+    return {"decision": decision.reason,
+            "compared_with": f"v{champion.version}" if champion else "none",
+            "promoted": str(decision.promote).lower()}
+
+
 def run(final_dir: Path, processed_dir: Path, raw_dir: Path, params: Mapping[str, Any],
         root: Path, metrics_path: Path) -> dict[str, Any]:
     """Build, log and register the candidate; move the alias when the gate says so."""
@@ -63,8 +70,9 @@ def run(final_dir: Path, processed_dir: Path, raw_dir: Path, params: Mapping[str
                 and str(champion.version) != str(v.version)):  # the knob still moves the alias
             gate = registry.gate(tags, champion.tags, champion.version, "always")
             if gate.promote:
+                for key, value in _gate_tags(gate, champion).items():  # not its old verdict
+                    client.set_model_version_tag(name, v.version, key, value)
                 client.set_registered_model_alias(name, alias, v.version)
-                client.set_model_version_tag(name, v.version, "promoted", "true")
                 promoted, decision = True, f"{decision}; {gate.reason}, the alias moved to it"
         result = {"model_name": name, "alias": alias, "version": int(v.version),
                   "registered": False, "promoted": promoted,
@@ -97,9 +105,7 @@ def run(final_dir: Path, processed_dir: Path, raw_dir: Path, params: Mapping[str
         decision = registry.gate(tags, champion.tags if champion else None,
                                  champion.version if champion else None,
                                  str(r.get("promote", "auto")))
-        for key, value in {**tags, "decision": decision.reason,
-                           "compared_with": f"v{champion.version}" if champion else "none",
-                           "promoted": str(decision.promote).lower()}.items():
+        for key, value in {**tags, **_gate_tags(decision, champion)}.items():
             client.set_model_version_tag(name, version, key, value)
         if decision.promote:
             client.set_registered_model_alias(name, alias, version)
