@@ -134,6 +134,18 @@ def test_derived_periods_when_the_request_has_none(project, scoring_model):
     assert out["period_derived"].all() and (out["status"] == "ok").all()
     truth = stars.set_index("source_id").loc[ids, "period"].to_numpy()
     assert np.mean(np.abs(out["period"] / truth - 1) < 1e-3) >= 0.9
+    # feh_std of a derived period: its bin's scatter calibrated with the derived periods'
+    # shifts (train.period_error), never below the one with the period given
+    given = score_request(read_request(long_form(project, ids)), scoring_model)
+    for i in range(len(out)):
+        eb = scoring_model.ensembles[out["type"][i]].manifest["error_bins"]
+        assert len(eb["sigma_period_derived"]) == len(eb["sigma"])
+        b = next(j for j in range(len(eb["sigma"]))
+                 if eb["edges"][j] <= out["n_epochs"][i] < eb["edges"][j + 1])
+        assert np.isclose(out["feh_std"][i], np.hypot(out["feh_spread"][i],
+                                                       eb["sigma_period_derived"][b]))
+        assert np.isclose(given["feh_std"][i], np.hypot(given["feh_spread"][i], eb["sigma"][b]))
+        assert eb["sigma_period_derived"][b] >= eb["sigma"][b]
 
 
 def test_bad_stars_get_a_status_and_leave_the_good_ones_alone(project, scoring_model):

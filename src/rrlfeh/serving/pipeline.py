@@ -246,7 +246,8 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     at = where.reindex(pc.source_id).to_numpy()
     out.loc[at, "feh"] = mean
     out.loc[at, "feh_spread"] = spread
-    out.loc[at, "feh_std"] = ens.total_error(spread, pc.n_epochs)
+    out.loc[at, "feh_std"] = ens.total_error(spread, pc.n_epochs,
+                                             out["period_derived"].to_numpy(bool)[at])
     out.loc[at, "n_epochs"] = pc.n_epochs
     amplitude[at] = pc.amplitude
 
@@ -304,7 +305,8 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
         status[row] = ""
         notes[row] = f"{reason}: no curve for the network, [Fe/H] from the classical relation alone"
         out.loc[row, ["feh", "feh_spread", "n_epochs"]] = [feh, 0.0, n]
-        out.loc[row, "feh_std"] = float(ens.total_error(np.zeros(1), np.array([n]))[0])
+        out.loc[row, "feh_std"] = float(ens.total_error(
+            np.zeros(1), np.array([n]), np.array([bool(out.at[row, "period_derived"])]))[0])
 
 
 def _domain(out: pd.DataFrame, amplitude: np.ndarray, domain: Mapping[str, Any],

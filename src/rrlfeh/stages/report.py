@@ -300,18 +300,33 @@ def _frame_md(df: pd.DataFrame) -> str:
 
 def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
     """The calibration of feh_std per bin of epoch counts (the manifest's `error_bins`): the
-    residual scatter added and the out-of-fold coverage it gives."""
+    residual scatter added and the out-of-fold coverage it gives; where the model has them,
+    the scatter for stars scored without a period and its share of residual + shift pairs."""
     if not eb or "coverage_oof" not in eb:
         return []
-    md = ["| epochs | curves (out of fold) | s (dex) | within ±1 feh_std | within ±2 |",
-          "|---|---|---|---|---|"]
+    derived = "sigma_period_derived" in eb
+    md = ["| epochs | curves (out of fold) | s (dex) | within ±1 feh_std | within ±2 |"
+          + (" period shifts | s without a period (dex) | pairs within ±1 |" if derived else ""),
+          "|---|---|---|---|---|" + ("---|---|---|" if derived else "")]
     edges = eb["edges"]
     for i, (s, c) in enumerate(zip(eb["sigma"], eb["coverage_oof"], strict=True)):
         hi = "" if edges[i + 1] >= 1e5 else f"{edges[i + 1]:g}"
         if c is None:
             continue
-        md.append(f"| {edges[i]:g}–{hi} | {c['n']} | {s:.3f} | "
-                  f"{100 * c['within_1sigma']:.1f} % | {100 * c['within_2sigma']:.1f} % |")
+        row = (f"| {edges[i]:g}–{hi} | {c['n']} | {s:.3f} | "
+               f"{100 * c['within_1sigma']:.1f} % | {100 * c['within_2sigma']:.1f} % |")
+        if derived:
+            w = eb["coverage_period_derived"][i]
+            row += (f" {eb['n_period_shifts'][i]} | {eb['sigma_period_derived'][i]:.3f} | "
+                    + (f"{100 * w:.1f} % |" if w is not None else "(too few: s kept) |"))
+        md.append(row)
+    if derived:
+        md += ["", f"Without a period (`train.period_error`): {eb['period_shift_scored']} of "
+               f"{eb['period_shift_subsets']} subsets of training stars with ≥ "
+               f"{eb['copies_min_origin_epochs']} epochs (all types), cut as the copies are, "
+               "were scored by this type's model with and without their period; the shift "
+               "between the two (no label needed) is added to the bin's out-of-fold residuals, "
+               "and s set so that ±1 holds 68 % of the sums (`period_error.derived_sigmas`)."]
     return [*md, ""]
 
 

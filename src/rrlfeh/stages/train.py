@@ -142,6 +142,64 @@ def evaluate_test(ens: Ensemble, test) -> tuple[dict[str, Any], pd.DataFrame]:
     return m, table
 
 
+def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_dir: Path,
+                           processed_dir: Path, params: Mapping[str, Any], root: Path,
+                           metrics: dict[str, Any]) -> None:
+    """`feh_std` of stars scored without a period (rrlfeh.training.period_error): training
+    stars with a dense curve of their own, cut as the copies are, scored by the model just
+    built with and without their period; each type's manifest and metrics get the scatter per
+    bin for period-derived rows."""
+    import tempfile
+
+    from rrlfeh import config
+    from rrlfeh.serving.pipeline import ScoringModel
+    from rrlfeh.serving.registry import build_model_folder
+    from rrlfeh.sparse import read_bands
+    from rrlfeh.training.period_error import derived_sigmas, period_shifts
+
+    t = config.section(params, "train")
+    pe = dict(t["period_error"])
+    acq = config.acquire_params(params, root)
+    pre = config.section(params, "preprocess")
+    if pre.get("source", "raw") != "raw":
+        log.info("train: no period-error calibration for folded curves (no epochs in time)")
+        return
+    rng = np.random.default_rng(int(pe["seed"]))
+    ids = np.concatenate([np.sort(rng.permutation(v[3])[:int(pe["stars"])])
+                          for v in oof_rows.values()]).astype(np.int64)
+    epochs = pd.read_parquet(acq.out_dir / "epochs.parquet",
+                             filters=[("source_id", "in", ids.tolist())])
+    stars = pd.read_parquet(acq.out_dir / "stars.parquet",
+                            columns=["source_id", "period", "epoch_max", "type"])
+    bands = None
+    if pe.get("bands") and acq.source == "files" and acq.files is not None:
+        bands = read_bands(acq.files.epochs, ids)
+        bands = bands if not bands.empty else None
+    with tempfile.TemporaryDirectory() as tmp:
+        build_model_folder(out_dir, processed_dir, params, Path(tmp) / "model")
+        model = ScoringModel.load(Path(tmp) / "model")
+        shifts = period_shifts(model, epochs, stars, ids,
+                               config.section(pre, "augment")["n_epochs"], int(pe["draws"]),
+                               int(pe["seed"]), int(t["calibrate_min_epochs"]), bands,
+                               int(config.section(params, "acquire").get("derive", {})
+                                   .get("n_jobs", 1)))
+    for kind, (res, spread, bins, _) in oof_rows.items():
+        path = out_dir / kind / MANIFEST
+        manifest = json.loads(path.read_text())
+        eb = manifest["error_bins"]
+        mine = shifts[shifts["type"] == kind]
+        sig, within, counts = derived_sigmas(res, spread, bins, mine, eb["edges"], eb["sigma"],
+                                             int(pe["seed"]))
+        eb.update(sigma_period_derived=sig, coverage_period_derived=within,
+                  n_period_shifts=counts, period_shift_subsets=int(len(shifts)),
+                  period_shift_scored=int(np.isfinite(mine["shift"].to_numpy(float)).sum()))
+        write_json(manifest, path)
+        metrics[kind]["error_bins"] = eb
+        log.info("%s: feh_std without a period, per bin: %s (with it: %s) from %d shifts",
+                 kind, ", ".join(f"{v:.3f}" for v in sig),
+                 ", ".join(f"{v:.3f}" for v in eb["sigma"]), eb["period_shift_scored"])
+
+
 def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root: Path,
         metrics_path: Path) -> None:
     """Assemble, evaluate (in-sample and out-of-fold) and log the final model of every type."""
@@ -159,6 +217,7 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
     setup_tracking(TrackingSettings.from_params(config.section(params, "tracking"), root))
     out_dir = root / t["out_dir"]
     metrics: dict[str, Any] = {}
+    oof_rows: dict[str, tuple[np.ndarray, ...]] = {}  # what the derived periods' error needs
     for kind in schema.TYPES:
         src = crossval_dir / kind
         if not (src / "folds.json").exists():
@@ -204,6 +263,8 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
             coverage(served_oof[m] - data.y[m], err[m]) if m.any() else None
             for m in (cal & (bins == i) for i in range(len(edges) - 1))]
         write_json(manifest, out_dir / kind / MANIFEST)
+        oof_rows[kind] = (served_oof[cal] - data.y[cal], spread[cal], bins[cal],
+                          data.source_id[~data.is_copy & (data.n_epochs >= min_origin)])
         test = load_training_set(processed, kind, part="test")
         m = {"n_members": len(manifest["members"]), "n_stars": int(own.sum()),
              "in_sample": {k: v for k, v in fit_m.items() if k != "n"},
@@ -221,6 +282,13 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
             m_test, table = evaluate_test(ens, test)
             m.update(m_test)
             write_parquet(table, out_dir / kind / "test_predictions.parquet")
+        metrics[kind] = m
+    if oof_rows and t.get("period_error", {}).get("stars", 0) > 0:
+        calibrate_period_error(oof_rows, out_dir, processed_dir, params, root, metrics)
+    for kind in oof_rows:
+        m = metrics[kind]
+        manifest = json.loads((out_dir / kind / MANIFEST).read_text())
+        src, processed = crossval_dir / kind, processed_dir / f"{kind}.npz"
         with stage_run(f"train {kind}", stage="train", root=root,
                        params={"train": dict(t), "model": manifest["network"]},
                        tags={"rr_type": kind, "crossval_run_id": manifest["crossval_run_id"]},
@@ -236,7 +304,6 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
                                 **{f"test_{k}": v for k, v in m.get("coverage_test", {}).items()},
                                 "n_members": m["n_members"], "spread_median": m["spread_median"]})
             mlflow.log_artifacts(str(out_dir / kind), artifact_path=f"ensemble_{kind}")
-        metrics[kind] = m
         log.info("%s: ensemble of %d, out-of-fold R2 %.3f RMSE %.3f, median spread %.3f dex",
                  kind, m["n_members"], m["out_of_fold"]["r2"], m["out_of_fold"]["rmse"],
                  m["spread_median"])

@@ -103,11 +103,13 @@ class Ensemble:
         return np.stack([m.predict(x, batch_size=batch_size, verbose=0).reshape(-1)
                          for m in self.models])
 
-    def total_error(self, spread: np.ndarray,
-                    n_epochs: np.ndarray | None = None) -> np.ndarray:
+    def total_error(self, spread: np.ndarray, n_epochs: np.ndarray | None = None,
+                    period_derived: np.ndarray | None = None) -> np.ndarray:
         """Per-star [Fe/H] error: the spread and the residual scatter of the out-of-fold
         predictions that the spread does not explain, in quadrature: per bin of epoch counts
-        where the manifest has `error_bins` (`served.residual_sigmas`), else it falls
+        where the manifest has `error_bins` (`served.residual_sigmas`; for the rows flagged in
+        `period_derived`, the bin's `sigma_period_derived` where it has one:
+        `period_error.derived_sigmas`), else it falls
         with the number of epochs where the manifest has its `residual_model` (see
         `residual_model`) and `n_epochs` is given, else it is the type's `residual_sigma`."""
         spread = np.asarray(spread, dtype=float)
@@ -116,7 +118,12 @@ class Ensemble:
         if eb is not None and n_epochs is not None:  # calibrated per bin of epoch counts
             from rrlfeh.training.served import bin_index
 
-            var = np.asarray(eb["sigma"], float)[bin_index(n_epochs, eb["edges"])] ** 2
+            b = bin_index(n_epochs, eb["edges"])
+            var = np.asarray(eb["sigma"], float)[b] ** 2
+            if period_derived is not None and "sigma_period_derived" in eb:
+                derived = np.asarray(period_derived, bool)
+                var = np.where(derived, np.asarray(eb["sigma_period_derived"], float)[b] ** 2,
+                               var)
         elif rm is not None and n_epochs is not None:
             n = np.maximum(np.asarray(n_epochs, dtype=float), 1.0)
             var = rm["floor"] ** 2 + rm["scale"] ** 2 * rm["pivot"] / n

@@ -242,7 +242,7 @@ ONE_SIGMA, TWO_SIGMA = 0.6827, 0.9545  # the shares of a normal distribution wit
 ONE_SIGMA_SLACK = 0.03
 
 
-def _scatter_for_coverage(res: np.ndarray, sp: np.ndarray) -> float:
+def scatter_for_coverage(res: np.ndarray, sp: np.ndarray) -> float:
     """The r ≥ 0 for which ±1 sqrt(sp² + r²) holds 68.3 ± 3 % of |res| and, among those, ±2 of
     it holds the share closest to 95.4 % (then the ±1 share closest to 68.3 %): with Gaussian
     residuals both are met; with heavier tails ±1σ gives a little so that ±2σ falls less short."""
@@ -261,7 +261,7 @@ def residual_sigmas(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
                     n_bins: int) -> list[float]:
     """Per bin, the residual scatter r added in quadrature to the members' spread so that the
     bin's out-of-fold residuals lie within ±1 and ±2 sqrt(spread² + r²) as often as Gaussian
-    ones would (68.3 %, 95.4 %; `_scatter_for_coverage`): a conformal calibration of `feh_std`
+    ones would (68.3 %, 95.4 %; `scatter_for_coverage`): a conformal calibration of `feh_std`
     per number of epochs (0 where the spread alone covers them)."""
     out = []
     for i in range(n_bins):
@@ -269,7 +269,7 @@ def residual_sigmas(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
         if not rows.any():
             out.append(float("nan"))
             continue
-        out.append(_scatter_for_coverage(np.abs(np.asarray(residual, float)[rows]),
+        out.append(scatter_for_coverage(np.abs(np.asarray(residual, float)[rows]),
                                          np.asarray(spread, float)[rows]))
     # a bin without curves takes its neighbour's (the nearest denser one)
     filled = np.asarray(out, float)
