@@ -170,7 +170,7 @@ def test_the_line_is_recovered_from_noiseless_stars_and_skips_incomplete_rows():
 
 
 def test_band_rows_are_the_chosen_transits_without_period():
-    from rrlfeh.sparse import request
+    from rrlfeh.sparse_requests import request
 
     epochs = _epochs({11: (60, 0)})
     subsets, chosen = draw_subsets(epochs, [11], [15], 1, 3, 50)
@@ -193,7 +193,7 @@ def test_band_rows_are_the_chosen_transits_without_period():
 
 def test_a_request_with_bands_is_read_by_the_serving_input():
     from rrlfeh.serving.inputs import Request, read_request
-    from rrlfeh.sparse import request
+    from rrlfeh.sparse_requests import request
 
     if "bands" not in {f.name for f in dataclasses.fields(Request)}:
         pytest.skip("rrlfeh.serving.inputs.Request has no `bands` field yet (being added "

@@ -35,7 +35,8 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.io import write_json, write_parquet
-from rrlfeh.sparse import FULL, MODES, cut_labels, read_bands, request
+from rrlfeh.sparse import FULL, MODES, cut_labels
+from rrlfeh.sparse_requests import read_bands, request
 
 log = logging.getLogger(__name__)
 

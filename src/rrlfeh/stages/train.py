@@ -154,7 +154,7 @@ def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_d
     from rrlfeh import config
     from rrlfeh.serving.pipeline import ScoringModel
     from rrlfeh.serving.registry import build_model_folder
-    from rrlfeh.sparse import read_bands
+    from rrlfeh.sparse_requests import read_bands
     from rrlfeh.training.period_error import derived_sigmas, period_shifts
 
     t = config.section(params, "train")

@@ -36,7 +36,8 @@ def period_shifts(model: Any, epochs: pd.DataFrame, stars: pd.DataFrame,
     `shift` = its [Fe/H] minus the one with the period (NaN where it was not scored)."""
     from rrlfeh.serving.inputs import read_request
     from rrlfeh.serving.pipeline import score_request
-    from rrlfeh.sparse import draw_subsets, request
+    from rrlfeh.sparse import draw_subsets
+    from rrlfeh.sparse_requests import request
 
     subsets, chosen = draw_subsets(epochs, source_ids, n_epochs, n_draws, seed, min_epochs)
     if subsets.empty:
