@@ -51,3 +51,24 @@ def test_unscored_shifts_are_left_out():
     _, _, counts = derived_sigmas(rng.normal(0, 0.1, 100), np.zeros(100), np.zeros(100, int),
                                   shifts_frame(delta, np.full(100, 20)), [0, 100], [0.1], seed=0)
     assert counts == [50]
+
+
+def test_held_out_coverage_judges_each_half_with_the_other_halfs_scatter():
+    """Gaussian residuals of one scale: ~68 % / ~95 % on the held-out halves. Stars whose
+    residuals are 3x larger than the others': neither half can hold 68 % with the other
+    half's scatter, which an in-sample calibration would hide."""
+    from rrlfeh.training.served import held_out_coverage
+
+    rng = np.random.default_rng(5)
+    star = np.repeat(np.arange(400), 5)  # 5 copies a star, all on one side
+    res = rng.normal(0, 0.1, star.size)
+    got = held_out_coverage(res, np.zeros(star.size), np.zeros(star.size, int), star, 1, seed=0)
+    assert abs(got[0]["within_1sigma"] - 0.683) < 0.04 and got[0]["n"] == star.size
+    assert abs(got[0]["within_2sigma"] - 0.954) < 0.03
+    # the halves the function draws, rebuilt here: one half's residuals 3x the other's
+    ids = np.random.default_rng(0).permutation(np.arange(400))[:200]
+    wide = np.isin(star, ids)
+    res = np.where(wide, 3, 1) * rng.normal(0, 0.1, star.size)
+    got = held_out_coverage(res, np.zeros(star.size), np.zeros(star.size, int), star, 1, seed=0)
+    # narrow half judged by a ~0.3 scatter (~100 % inside), wide half by ~0.1 (~26 %)
+    assert abs(got[0]["within_1sigma"] - (1.0 + 0.26) / 2) < 0.05

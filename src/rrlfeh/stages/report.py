@@ -305,9 +305,11 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
     if not eb or "coverage_oof" not in eb:
         return []
     derived = "sigma_period_derived" in eb
+    held = eb.get("coverage_held_out")
     md = ["| epochs | curves (out of fold) | s (dex) | within ±1 feh_std | within ±2 |"
+          + (" held-out half: ±1 / ±2 |" if held else "")
           + (" period shifts | s without a period (dex) | pairs within ±1 |" if derived else ""),
-          "|---|---|---|---|---|" + ("---|---|---|" if derived else "")]
+          "|---|---|---|---|---|" + ("---|" if held else "") + ("---|---|---|" if derived else "")]
     edges = eb["edges"]
     for i, (s, c) in enumerate(zip(eb["sigma"], eb["coverage_oof"], strict=True)):
         hi = "" if edges[i + 1] >= 1e5 else f"{edges[i + 1]:g}"
@@ -315,11 +317,20 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
             continue
         row = (f"| {edges[i]:g}–{hi} | {c['n']} | {s:.3f} | "
                f"{100 * c['within_1sigma']:.1f} % | {100 * c['within_2sigma']:.1f} % |")
+        if held:
+            h = held[i]
+            row += (f" {100 * h['within_1sigma']:.1f} % / {100 * h['within_2sigma']:.1f} % |"
+                    if h else " |")
         if derived:
             w = eb["coverage_period_derived"][i]
             row += (f" {eb['n_period_shifts'][i]} | {eb['sigma_period_derived'][i]:.3f} | "
                     + (f"{100 * w:.1f} % |" if w is not None else "(too few: s kept) |"))
         md.append(row)
+    if held:
+        md += ["", "Held-out half: the training stars split in two (by star, seeded), each "
+               "half's out-of-fold residuals judged with the s calibrated on the other half "
+               "(`served.held_out_coverage`): the coverage a star the calibration never saw "
+               "gets."]
     if derived:
         md += ["", f"Without a period (`train.period_error`): {eb['period_shift_scored']} of "
                f"{eb['period_shift_subsets']} subsets of training stars with ≥ "

@@ -34,6 +34,7 @@ from rrlfeh.training.metrics import regression_metrics
 from rrlfeh.training.served import (
     MIN_BIN_ROWS,
     bin_index,
+    held_out_coverage,
     merge_sparse_bins,
     residual_sigmas,
     served_predict,
@@ -75,6 +76,8 @@ def assemble(kind: str, crossval_dir: Path, processed: Path, dest: Path,
     write_json(manifest, dest / MANIFEST)
     return manifest
 
+
+HELD_OUT_SEED = 7  # the halves of the training stars for the held-out check of feh_std
 
 # full curves' residuals shrink with their epochs (real DR3, out of fold: 0.078 dex at 45-55,
 # 0.060 at 55-70, 0.035 above 70), so feh_std is calibrated in finer bins there
@@ -262,6 +265,9 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         manifest["error_bins"]["coverage_oof"] = [
             coverage(served_oof[m] - data.y[m], err[m]) if m.any() else None
             for m in (cal & (bins == i) for i in range(len(edges) - 1))]
+        manifest["error_bins"]["coverage_held_out"] = held_out_coverage(
+            served_oof[cal] - data.y[cal], spread[cal], bins[cal], data.source_id[cal],
+            len(edges) - 1, HELD_OUT_SEED)
         write_json(manifest, out_dir / kind / MANIFEST)
         oof_rows[kind] = (served_oof[cal] - data.y[cal], spread[cal], bins[cal],
                           data.source_id[~data.is_copy & (data.n_epochs >= min_origin)])
