@@ -57,11 +57,16 @@ def _solve(dt: np.ndarray, mag: np.ndarray, w: np.ndarray, period: float, n_harm
            ) -> tuple[np.ndarray, np.ndarray, float]:
     """Weighted least squares: coefficients, unscaled covariance, chi2."""
     x = _design(dt, period, n_harmonics)
-    sw = np.sqrt(w)
-    coef, *_ = np.linalg.lstsq(x * sw[:, None], mag * sw, rcond=None)
-    chi2 = float(np.sum(w * (mag - x @ coef) ** 2))
+    coef, chi2 = _least_squares(x, mag, w)
     cov = np.linalg.pinv((x * w[:, None]).T @ x)
     return coef, cov, chi2
+
+
+def _least_squares(x: np.ndarray, mag: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weighted least squares of design `x`: coefficients and chi2."""
+    sw = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(x * sw[:, None], mag * sw, rcond=None)
+    return coef, float(np.sum(w * (mag - x @ coef) ** 2))
 
 
 def choose_harmonics(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, period: float, *,
@@ -82,9 +87,10 @@ def choose_harmonics(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, period: 
     lo = min(max(1, min_harmonics), cap)
     dt = np.asarray(t, float) - float(np.mean(t))
     w = 1.0 / np.asarray(sigma, float) ** 2
+    x = _design(dt, period, cap)  # a fit of k harmonics reads its first 1 + 2k columns
     best, best_bic = lo, np.inf
     for k in range(lo, cap + 1):
-        _, _, chi2 = _solve(dt, np.asarray(mag, float), w, period, k)
+        _, chi2 = _least_squares(x[:, :2 * k + 1], np.asarray(mag, float), w)
         bic = n * np.log(max(chi2, 1e-300) / n) + (2 * k + 1) * np.log(n)
         if bic < best_bic:
             best, best_bic = k, bic
