@@ -84,27 +84,6 @@ def test_parallel_matches_serial(mixed_epochs: pd.DataFrame, derived: pd.DataFra
     pd.testing.assert_frame_equal(par, derived)
 
 
-def test_workers_are_kept_between_calls_and_a_dead_one_is_replaced(
-        mixed_epochs: pd.DataFrame, derived: pd.DataFrame) -> None:
-    """The second call runs in the first call's processes (no start-up again); a worker killed
-    meanwhile costs nothing but a new pool: the answer is the serial one each time."""
-    import os
-    import signal
-
-    from rrlfeh.lightcurve import derive
-
-    derive_light_curve_parameters(mixed_epochs, n_jobs=2, chunk_size=2)
-    pool = derive._POOLS[2]
-    pids = set(pool._processes)
-    again = derive_light_curve_parameters(mixed_epochs, n_jobs=2, chunk_size=2)
-    assert derive._POOLS[2] is pool and set(pool._processes) == pids
-    pd.testing.assert_frame_equal(again, derived)
-    os.kill(next(iter(pids)), signal.SIGKILL)
-    after = derive_light_curve_parameters(mixed_epochs, n_jobs=2, chunk_size=2)
-    pd.testing.assert_frame_equal(after, derived)
-    assert derive._POOLS[2] is not pool
-
-
 def test_missing_column_and_empty_input(mixed_epochs: pd.DataFrame) -> None:
     with pytest.raises(schema.SchemaError, match="flux_error"):
         derive_light_curve_parameters(mixed_epochs.drop(columns="flux_error"))

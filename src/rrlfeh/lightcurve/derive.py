@@ -10,10 +10,8 @@ processes in chunks of stars.
 
 from __future__ import annotations
 
-import atexit
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -234,39 +232,10 @@ def derive_light_curve_parameters(epochs: pd.DataFrame, *, bands: pd.DataFrame |
     if n_jobs == 1 or len(chunks) <= 1:
         rows = [r for c in chunks for r in _derive_chunk(c, kwargs)]
     else:
-        rows = [r for res in _map_in_workers(n_jobs, chunks, kwargs) for r in res]
+        ctx = multiprocessing.get_context("spawn")  # safe even if TensorFlow is loaded
+        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+            rows = [r for res in pool.map(_derive_chunk, chunks, [kwargs] * len(chunks))
+                    for r in res]
     frame = pd.DataFrame(rows, columns=list(COLUMNS)) if rows else pd.DataFrame(
         {c: pd.Series(dtype=d) for c, d in COLUMNS.items()})
     return frame.astype(COLUMNS).reset_index(drop=True)
-
-
-_POOLS: dict[int, ProcessPoolExecutor] = {}  # n_jobs -> warm workers, kept for the next call
-
-
-def _map_in_workers(n_jobs: int, chunks: list[list[Star]],
-                    kwargs: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    """`_derive_chunk` of every chunk in `n_jobs` spawned processes (safe even if TensorFlow is
-    loaded), kept warm between calls: starting them (imports included) cost ~0.8 s a call, a
-    sixth of a 2,000-star chunk that `rrlfeh score` sends without periods. A pool a worker of
-    which died is replaced once."""
-    for attempt in (0, 1):
-        pool = _POOLS.get(n_jobs)
-        if pool is None:
-            if not _POOLS:
-                atexit.register(_close_pools)
-            pool = _POOLS[n_jobs] = ProcessPoolExecutor(
-                max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"))
-        try:
-            return list(pool.map(_derive_chunk, chunks, [kwargs] * len(chunks)))
-        except BrokenProcessPool:
-            _POOLS.pop(n_jobs, None)
-            pool.shutdown(wait=False, cancel_futures=True)
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _close_pools() -> None:
-    """Stop the kept workers (at exit)."""
-    while _POOLS:
-        _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
