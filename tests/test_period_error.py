@@ -57,7 +57,7 @@ def test_held_out_coverage_judges_each_half_with_the_other_halfs_scatter():
     """Gaussian residuals of one scale: ~68 % / ~95 % on the held-out halves. Stars whose
     residuals are 3x larger than the others': neither half can hold 68 % with the other
     half's scatter, which an in-sample calibration would hide."""
-    from rrlfeh.training.served import held_out_coverage
+    from rrlfeh.stages.train import held_out_coverage
 
     rng = np.random.default_rng(5)
     star = np.repeat(np.arange(400), 5)  # 5 copies a star, all on one side

@@ -329,7 +329,7 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
     if held:
         md += ["", "Held-out half: the training stars split in two (by star, seeded), each "
                "half's out-of-fold residuals judged with the s calibrated on the other half "
-               "(`served.held_out_coverage`): the coverage a star the calibration never saw "
+               "(`train.held_out_coverage`): the coverage a star the calibration never saw "
                "gets."]
     if derived:
         md += ["", f"Without a period (`train.period_error`): {eb['period_shift_scored']} of "

@@ -34,7 +34,6 @@ from rrlfeh.training.metrics import regression_metrics
 from rrlfeh.training.served import (
     MIN_BIN_ROWS,
     bin_index,
-    held_out_coverage,
     merge_sparse_bins,
     residual_sigmas,
     served_predict,
@@ -112,6 +111,23 @@ def calibration_rows(data, bins: np.ndarray, min_origin_epochs: int) -> np.ndarr
         if (keep & rows).sum() < MIN_BIN_ROWS:
             keep |= rows
     return keep
+
+
+def held_out_coverage(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
+                      star: np.ndarray, n_bins: int, seed: int) -> list[dict[str, float] | None]:
+    """Per bin, the coverage of `residual_sigmas` on stars it was not calibrated on: the stars
+    split in two halves (seeded), each half's residuals judged with the scatter calibrated on
+    the other half's (all copies of a star on one side): what the calibration promises a new
+    star, not what it was fitted to."""
+    residual, spread = np.asarray(residual, float), np.asarray(spread, float)
+    ids = np.unique(star)
+    half = np.isin(star, np.random.default_rng(seed).permutation(ids)[: ids.size // 2])
+    z = np.full(residual.size, np.nan)
+    for side in (half, ~half):
+        sig = np.asarray(residual_sigmas(residual[~side], spread[~side], bins[~side], n_bins))
+        z[side] = np.abs(residual[side]) / np.sqrt(spread[side] ** 2 + sig[bins[side]] ** 2)
+    return [coverage(z[bins == i], np.ones(int((bins == i).sum()))) if (bins == i).any()
+            else None for i in range(n_bins)]
 
 
 def calibration_edges(stack_edges: list[float], n_epochs: np.ndarray) -> list[float]:

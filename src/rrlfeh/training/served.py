@@ -278,21 +278,3 @@ def residual_sigmas(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
             filled[i] = filled[i + 1] if i + 1 < n_bins else np.nanmax(filled)
     return [float(v) for v in filled]
 
-
-def held_out_coverage(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
-                      star: np.ndarray, n_bins: int, seed: int) -> list[dict[str, float] | None]:
-    """Per bin, the coverage of `residual_sigmas` on stars it was not calibrated on: the stars
-    split in two halves (seeded), each half's residuals judged with the scatter calibrated on
-    the other half's (all copies of a star on one side): what the calibration promises a new
-    star, not what it was fitted to."""
-    from rrlfeh.evaluation import coverage
-
-    residual, spread = np.asarray(residual, float), np.asarray(spread, float)
-    ids = np.unique(star)
-    half = np.isin(star, np.random.default_rng(seed).permutation(ids)[: ids.size // 2])
-    z = np.full(residual.size, np.nan)
-    for side in (half, ~half):
-        sig = np.asarray(residual_sigmas(residual[~side], spread[~side], bins[~side], n_bins))
-        z[side] = np.abs(residual[side]) / np.sqrt(spread[side] ** 2 + sig[bins[side]] ** 2)
-    return [coverage(z[bins == i], np.ones(int((bins == i).sum()))) if (bins == i).any()
-            else None for i in range(n_bins)]
