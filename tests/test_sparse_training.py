@@ -20,7 +20,8 @@ from rrlfeh.training.served import (
     bin_index,
     choose_served,
     epoch_edges,
-    residual_sigmas,
+    quality_spread,
+    residual_scales,
     served_predict,
 )
 
@@ -215,7 +216,7 @@ def _coverages(residual, total, rows):
 
 
 @pytest.mark.parametrize("tails", ["gaussian", "student_t5"])
-def test_residual_sigmas_hold_68_and_95_percent_in_every_bin(tails):
+def test_residual_scales_hold_68_and_95_percent_in_every_bin(tails):
     """Gaussian residuals: both shares as a normal law's; heavy tails (Student t, 5 dof, whose
     68 % point leaves only ~92 % within twice it): ±1σ within 68 ± 3 %, ±2σ within 95 ± 3 %."""
     rng = np.random.default_rng(5)
@@ -226,7 +227,8 @@ def test_residual_sigmas_hold_68_and_95_percent_in_every_bin(tails):
     spread = np.full(n.size, 0.03)
     edges = epoch_edges((15, 20, 25))
     b = bin_index(n, edges)
-    sigma = residual_sigmas(residual, spread, b, len(edges) - 1)
+    sigma, k = residual_scales(residual, spread, b, len(edges) - 1)
+    assert k == [0.0] * (len(edges) - 1)  # no fit quality given: the bins' scatter alone
     total = np.hypot(spread, np.asarray(sigma)[b])
     for i in range(len(edges) - 1):
         one, two = _coverages(residual, total, b == i)
@@ -242,11 +244,39 @@ def test_residual_sigmas_hold_68_and_95_percent_in_every_bin(tails):
             assert np.mean(np.abs(residual[b == i]) <= 2 * q68) < 0.9545 - 0.02
 
 
-def test_residual_sigmas_add_nothing_where_the_spread_covers_the_residuals():
+def test_residual_scales_add_nothing_where_the_spread_covers_the_residuals():
     rng = np.random.default_rng(2)
     residual = rng.normal(0, 0.05, 1000)
-    sigma = residual_sigmas(residual, np.full(1000, 0.5), np.zeros(1000, int), 1)
+    sigma, _ = residual_scales(residual, np.full(1000, 0.5), np.zeros(1000, int), 1)
     assert sigma == [0.0]
+
+
+def test_feh_std_grows_with_the_fit_quality_where_the_residuals_do():
+    """Residuals N(0, sqrt(0.05² + (0.8 q)²)) with q each curve's φ31 error: a mixture over q,
+    heavy-tailed in the bin, whose 68 % scatter alone leaves ±2σ short. The scale found is
+    near 0.8 dex/rad, ±1σ and ±2σ hold 68 % and 95 % for the clean and the noisy fits alike
+    (each half judged apart), on fresh draws; with q unrelated to the residuals no scale."""
+    rng = np.random.default_rng(11)
+    n = 4000
+    q = rng.lognormal(np.log(0.08), 0.8, n)
+    truth = np.hypot(0.05, 0.8 * q)
+    res = rng.standard_normal(n) * truth
+    bins = np.zeros(n, int)
+    q68 = np.quantile(np.abs(res), 0.6827)
+    assert np.mean(np.abs(res) <= 2 * q68) < 0.93  # one scatter a bin cannot hold both
+    sigma, k = residual_scales(res, np.zeros(n), bins, 1, q)
+    assert k[0] == pytest.approx(0.8, abs=0.1) and sigma[0] == pytest.approx(0.05, abs=0.015)
+    fresh_q = rng.lognormal(np.log(0.08), 0.8, 20000)
+    fresh = rng.standard_normal(20000) * np.hypot(0.05, 0.8 * fresh_q)
+    total = np.hypot(quality_spread(np.zeros(20000), fresh_q, k, np.zeros(20000, int)),
+                     sigma[0])
+    z = np.abs(fresh) / total
+    for part in (fresh_q < np.median(fresh_q), fresh_q >= np.median(fresh_q)):
+        assert abs(np.mean(z[part] <= 1) - 0.683) < 0.04
+        assert abs(np.mean(z[part] <= 2) - 0.954) < 0.025
+    # a quality that says nothing of the residuals gets (almost) no weight
+    _, k_none = residual_scales(rng.normal(0, 0.1, n), np.zeros(n), bins, 1, q)
+    assert k_none[0] <= 0.1
 
 
 def test_bins_of_full_curves_serve_the_line():

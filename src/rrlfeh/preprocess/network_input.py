@@ -55,14 +55,20 @@ def star_values(pc: ProcessedCurves) -> dict[str, np.ndarray]:
     smooth_phi31, smooth_r21 = fourier_scalars(pc.curves)
     fit_phi31 = centred_phi31(pc.phi31)
     has_fit = np.isfinite(fit_phi31) & np.isfinite(pc.r21)
-    err = np.asarray(pc.phi31_error, float)
     phi31 = np.where(has_fit, fit_phi31, smooth_phi31)
     r21 = np.where(has_fit, pc.r21, smooth_r21)
     return {"period_d": np.asarray(pc.period, float), "phi31": phi31, "r21": r21,
             "amplitude_mag": np.asarray(pc.amplitude, float),
-            "phi31_error": np.where(has_fit & np.isfinite(err),
-                                    np.minimum(err, PHI31_ERROR_UNKNOWN), PHI31_ERROR_UNKNOWN),
+            "phi31_error": clipped_phi31_error(pc.phi31_error, has_fit),
             **template_values(pc.phi31_template, pc.r21_template, phi31, r21)}
+
+
+def clipped_phi31_error(error: np.ndarray, has_fit: np.ndarray) -> np.ndarray:
+    """φ31's error of the Fourier fit (rad) clipped to PHI31_ERROR_UNKNOWN, that value where
+    the fit has none: the channel's value, and the fit quality `feh_std` grows with."""
+    err = np.asarray(error, float)
+    ok = np.asarray(has_fit, bool) & np.isfinite(err)
+    return np.where(ok, np.minimum(err, PHI31_ERROR_UNKNOWN), PHI31_ERROR_UNKNOWN)
 
 
 def template_values(phi31_template: np.ndarray | None, r21_template: np.ndarray | None,

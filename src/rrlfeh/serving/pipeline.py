@@ -247,7 +247,8 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     out.loc[at, "feh"] = mean
     out.loc[at, "feh_spread"] = spread
     out.loc[at, "feh_std"] = ens.total_error(spread, pc.n_epochs,
-                                             out["period_derived"].to_numpy(bool)[at])
+                                             out["period_derived"].to_numpy(bool)[at],
+                                             values["phi31_error"])
     out.loc[at, "n_epochs"] = pc.n_epochs
     amplitude[at] = pc.amplitude
 
@@ -278,7 +279,11 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
     from rrlfeh.lightcurve.features import star_features
     from rrlfeh.lightcurve.templates import bank_features
     from rrlfeh.preprocess.curves import MAG_LIMITS
-    from rrlfeh.preprocess.network_input import centred_phi31, template_values
+    from rrlfeh.preprocess.network_input import (
+        centred_phi31,
+        clipped_phi31_error,
+        template_values,
+    )
     from rrlfeh.training.served import relation_alone
 
     for sid, reason in zip(rej["source_id"].tolist(), rej["reason"].astype(str), strict=True):
@@ -305,8 +310,10 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
         status[row] = ""
         notes[row] = f"{reason}: no curve for the network, [Fe/H] from the classical relation alone"
         out.loc[row, ["feh", "feh_spread", "n_epochs"]] = [feh, 0.0, n]
+        quality = clipped_phi31_error([f["phi31_error"]], np.isfinite(fit[0]) & np.isfinite(fit[1]))
         out.loc[row, "feh_std"] = float(ens.total_error(
-            np.zeros(1), np.array([n]), np.array([bool(out.at[row, "period_derived"])]))[0])
+            np.zeros(1), np.array([n]), np.array([bool(out.at[row, "period_derived"])]),
+            quality)[0])
 
 
 def _domain(out: pd.DataFrame, amplitude: np.ndarray, domain: Mapping[str, Any],

@@ -33,9 +33,11 @@ from rrlfeh.training.ensemble import MANIFEST, Ensemble, residual_model
 from rrlfeh.training.metrics import regression_metrics
 from rrlfeh.training.served import (
     MIN_BIN_ROWS,
+    QUALITY,
     bin_index,
     merge_sparse_bins,
-    residual_sigmas,
+    quality_spread,
+    residual_scales,
     served_predict,
     training_values,
 )
@@ -114,8 +116,9 @@ def calibration_rows(data, bins: np.ndarray, min_origin_epochs: int) -> np.ndarr
 
 
 def held_out_coverage(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
-                      star: np.ndarray, n_bins: int, seed: int) -> list[dict[str, float] | None]:
-    """Per bin, the coverage of `residual_sigmas` on stars it was not calibrated on: the stars
+                      star: np.ndarray, n_bins: int, seed: int,
+                      quality: np.ndarray | None = None) -> list[dict[str, float] | None]:
+    """Per bin, the coverage of `residual_scales` on stars it was not calibrated on: the stars
     split in two halves (seeded), each half's residuals judged with the scatter calibrated on
     the other half's (all copies of a star on one side): what the calibration promises a new
     star, not what it was fitted to."""
@@ -124,10 +127,22 @@ def held_out_coverage(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray
     half = np.isin(star, np.random.default_rng(seed).permutation(ids)[: ids.size // 2])
     z = np.full(residual.size, np.nan)
     for side in (half, ~half):
-        sig = np.asarray(residual_sigmas(residual[~side], spread[~side], bins[~side], n_bins))
-        z[side] = np.abs(residual[side]) / np.sqrt(spread[side] ** 2 + sig[bins[side]] ** 2)
+        q = None if quality is None else np.asarray(quality, float)
+        sig, k = residual_scales(residual[~side], spread[~side], bins[~side], n_bins,
+                                 None if q is None else q[~side])
+        per_star = quality_spread(spread[side], None if q is None else q[side], k, bins[side])
+        z[side] = np.abs(residual[side]) / np.sqrt(per_star**2 + np.asarray(sig)[bins[side]]**2)
     return [coverage(z[bins == i], np.ones(int((bins == i).sum()))) if (bins == i).any()
             else None for i in range(n_bins)]
+
+
+def fit_quality(data) -> np.ndarray:
+    """Each curve's fit quality `feh_std` grows with (served.QUALITY: φ31's error, as the
+    network's channels carry it); arrays written before it was kept count as unknown."""
+    from rrlfeh.preprocess.network_input import PHI31_ERROR_UNKNOWN
+
+    q = getattr(data, QUALITY)
+    return np.full(len(data), PHI31_ERROR_UNKNOWN) if q is None else np.asarray(q, float)
 
 
 def calibration_edges(stack_edges: list[float], n_epochs: np.ndarray) -> list[float]:
@@ -147,7 +162,7 @@ def evaluate_test(ens: Ensemble, test) -> tuple[dict[str, Any], pd.DataFrame]:
     rel, stack = ens.manifest["relation"], ens.manifest["stack"]
     relation = relation_predict(rel, training_values(test))
     served, weight = served_predict(stack, rel, network, training_values(test), test.n_epochs)
-    err = ens.total_error(weight * spread, test.n_epochs)
+    err = ens.total_error(weight * spread, test.n_epochs, quality=fit_quality(test))
     strip = lambda m: {k: v for k, v in m.items() if k != "n"}  # noqa: E731
     m = {"n_stars_test": len(test),
          "test": strip(regression_metrics(test.y, served, test.weights)),
@@ -272,20 +287,23 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         bins = bin_index(data.n_epochs, edges)
         min_origin = int(t["calibrate_min_epochs"])
         cal = calibration_rows(data, bins, min_origin)
+        quality = fit_quality(data)
+        sigma, scale = residual_scales(served_oof[cal] - data.y[cal], spread[cal], bins[cal],
+                                       len(edges) - 1, quality[cal])
         manifest["error_bins"] = {"edges": edges, "copies_min_origin_epochs": min_origin,
-                                  "sigma": residual_sigmas(served_oof[cal] - data.y[cal],
-                                                           spread[cal], bins[cal],
-                                                           len(edges) - 1)}
+                                  "sigma": sigma, "quality": QUALITY, "quality_scale": scale}
         ens.manifest = manifest
-        err = ens.total_error(spread, data.n_epochs)
+        err = ens.total_error(spread, data.n_epochs, quality=quality)
         manifest["error_bins"]["coverage_oof"] = [
             coverage(served_oof[m] - data.y[m], err[m]) if m.any() else None
             for m in (cal & (bins == i) for i in range(len(edges) - 1))]
         manifest["error_bins"]["coverage_held_out"] = held_out_coverage(
             served_oof[cal] - data.y[cal], spread[cal], bins[cal], data.source_id[cal],
-            len(edges) - 1, HELD_OUT_SEED)
+            len(edges) - 1, HELD_OUT_SEED, quality[cal])
         write_json(manifest, out_dir / kind / MANIFEST)
-        oof_rows[kind] = (served_oof[cal] - data.y[cal], spread[cal], bins[cal],
+        # the period-derived rows' calibration starts from the per-star part with the period
+        oof_rows[kind] = (served_oof[cal] - data.y[cal],
+                          quality_spread(spread[cal], quality[cal], scale, bins[cal]), bins[cal],
                           data.source_id[~data.is_copy & (data.n_epochs >= min_origin)])
         test = load_training_set(processed, kind, part="test")
         m = {"n_members": len(manifest["members"]), "n_stars": int(own.sum()),

@@ -257,24 +257,64 @@ def scatter_for_coverage(res: np.ndarray, sp: np.ndarray) -> float:
     return float(r[ok][best])
 
 
-def residual_sigmas(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
-                    n_bins: int) -> list[float]:
-    """Per bin, the residual scatter r added in quadrature to the members' spread so that the
-    bin's out-of-fold residuals lie within ±1 and ±2 sqrt(spread² + r²) as often as Gaussian
-    ones would (68.3 %, 95.4 %; `scatter_for_coverage`): a conformal calibration of `feh_std`
-    per number of epochs (0 where the spread alone covers them)."""
-    out = []
+# the fit's quality feh_std grows with, beside the number of epochs: φ31's error of the curve's
+# Fourier fit (rad, as `preprocess.network_input.star_values` clips it), the line's main input
+QUALITY = "phi31_error"
+QUALITY_SCALES = np.round(np.arange(0.0, 3.0 + 1e-9, 0.05), 10)  # dex per rad tried in a bin
+
+
+def quality_spread(spread: np.ndarray, quality: np.ndarray | None,
+                   scales: Sequence[float] | None, bins: np.ndarray) -> np.ndarray:
+    """The spread with each row's bin scale k times its fit quality q added in quadrature,
+    sqrt(spread² + (k q)²): the per-star part of `feh_std` (the spread alone without scales)."""
+    spread = np.asarray(spread, float)
+    if scales is None or quality is None:
+        return spread
+    kq = np.asarray(scales, float)[np.asarray(bins, int)] * np.asarray(quality, float)
+    return np.sqrt(spread**2 + kq**2)
+
+
+def _gaussian_nll(res: np.ndarray, sigma: np.ndarray) -> float:
+    """The mean negative log-likelihood of residuals under N(0, sigma²) (constant dropped)."""
+    sigma = np.maximum(sigma, 1e-6)
+    return float(np.mean(np.log(sigma) + 0.5 * (res / sigma) ** 2))
+
+
+def _bin_scale(res: np.ndarray, sp: np.ndarray, quality: np.ndarray | None
+               ) -> tuple[float, float]:
+    """(r, k) of one bin: for each k of QUALITY_SCALES the r of `scatter_for_coverage` on
+    sqrt(sp² + (k q)²), and of those the pair under which the residuals are likeliest."""
+    if quality is None:
+        return scatter_for_coverage(res, sp), 0.0
+    best = (np.inf, 0.0, 0.0)
+    for k in QUALITY_SCALES:
+        per_star = np.sqrt(sp**2 + (k * quality) ** 2)
+        r = scatter_for_coverage(res, per_star)
+        nll = _gaussian_nll(res, np.sqrt(per_star**2 + r**2))
+        if nll < best[0] - 1e-9:  # ties keep the smaller k
+            best = (nll, r, float(k))
+    return best[1], best[2]
+
+
+def residual_scales(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray, n_bins: int,
+                    quality: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+    """Per bin, (r, k): feh_std = sqrt(spread² + (k q)² + r²) with q each curve's fit quality
+    (QUALITY) and r set so that the bin's out-of-fold residuals lie within ±1 and ±2 feh_std
+    as often as Gaussian ones would (68.3 %, 95.4 %; `scatter_for_coverage`): a conformal
+    calibration per number of epochs, k (on QUALITY_SCALES, 0 without `quality`) the one whose
+    calibrated errors make the residuals likeliest, so a poorly fitted curve gets a wider error
+    than a clean one of the same epochs, and the bin's heavy tails are the noisy fits'."""
+    residual, spread = np.abs(np.asarray(residual, float)), np.asarray(spread, float)
+    q = None if quality is None else np.asarray(quality, float)
+    sig, scale = np.full(n_bins, np.nan), np.full(n_bins, np.nan)
     for i in range(n_bins):
         rows = bins == i
-        if not rows.any():
-            out.append(float("nan"))
-            continue
-        out.append(scatter_for_coverage(np.abs(np.asarray(residual, float)[rows]),
-                                         np.asarray(spread, float)[rows]))
+        if rows.any():
+            sig[i], scale[i] = _bin_scale(residual[rows], spread[rows],
+                                          None if q is None else q[rows])
     # a bin without curves takes its neighbour's (the nearest denser one)
-    filled = np.asarray(out, float)
     for i in range(n_bins - 1, -1, -1):
-        if not np.isfinite(filled[i]):
-            filled[i] = filled[i + 1] if i + 1 < n_bins else np.nanmax(filled)
-    return [float(v) for v in filled]
-
+        if not np.isfinite(sig[i]):
+            j = i + 1 if i + 1 < n_bins else int(np.nanargmax(sig))
+            sig[i], scale[i] = sig[j], scale[j]
+    return [float(v) for v in sig], [float(v) for v in scale]
