@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from rrlfeh.preprocess.network_input import PHI31_ERROR_UNKNOWN
 from rrlfeh.serving.inputs import read_request
 from rrlfeh.serving.pipeline import ScoringModel, score_request
 
@@ -52,7 +53,8 @@ def served_by_hand(manifest: dict, net: np.ndarray, spread: np.ndarray, star: di
                    n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(served [Fe/H], its spread, feh_std) computed from the manifest by hand, star by star:
     the bin of the curve's epoch count, w·network + (1 − w)·(the line, or the bin's plane on
-    inputs clipped to the training range), and the bin's calibrated residual sigma."""
+    inputs clipped to the training range), and the bin's calibrated residual sigma with its
+    scale times the curve's φ31 error."""
     stack, line, eb = manifest["stack"], manifest["relation"], manifest["error_bins"]
     mean, sp, std = [], [], []
     for i in range(len(n)):
@@ -70,7 +72,8 @@ def served_by_hand(manifest: dict, net: np.ndarray, spread: np.ndarray, star: di
         mean.append(w * net[i] + (1 - w) * rel)
         sp.append(w * spread[i])
         e = next(j for j in range(len(eb["sigma"])) if eb["edges"][j] <= n[i] < eb["edges"][j + 1])
-        std.append(float(np.hypot(sp[-1], eb["sigma"][e])))
+        kq = eb["quality_scale"][e] * star["phi31_error"][i]
+        std.append(float(np.sqrt(sp[-1] ** 2 + kq**2 + eb["sigma"][e] ** 2)))
     return np.array(mean), np.array(sp), np.array(std)
 
 
@@ -85,7 +88,8 @@ def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model
             star = {"period": d["period"][own], "phi31": d["star_phi31"][own],
                     "r21": d["star_r21"][own], "amplitude": d["amplitude"][own],
                     "phi31_template": d["star_phi31_template"][own],
-                    "r21_template": d["star_r21_template"][own]}
+                    "r21_template": d["star_r21_template"][own],
+                    "phi31_error": d["star_phi31_error"][own]}
         net, spread = ens.predict(x)  # member by member, not fused
         mean, spread, std = served_by_hand(ens.manifest, net, spread, star, n)
         out = score_request(read_request(long_form(project, ids)), scoring_model)
@@ -142,9 +146,10 @@ def test_derived_periods_when_the_request_has_none(project, scoring_model):
         assert len(eb["sigma_period_derived"]) == len(eb["sigma"])
         b = next(j for j in range(len(eb["sigma"]))
                  if eb["edges"][j] <= out["n_epochs"][i] < eb["edges"][j + 1])
-        assert np.isclose(out["feh_std"][i], np.hypot(out["feh_spread"][i],
-                                                       eb["sigma_period_derived"][b]))
-        assert np.isclose(given["feh_std"][i], np.hypot(given["feh_spread"][i], eb["sigma"][b]))
+        # beside the bin's scatter, its scale times the curve's φ31 error (at most the unknown's)
+        for answer, sigma in ((out, eb["sigma_period_derived"][b]), (given, eb["sigma"][b])):
+            kq2 = answer["feh_std"][i] ** 2 - answer["feh_spread"][i] ** 2 - sigma**2
+            assert -1e-9 <= kq2 <= (eb["quality_scale"][b] * PHI31_ERROR_UNKNOWN) ** 2 + 1e-9
         assert eb["sigma_period_derived"][b] >= eb["sigma"][b]
 
 
