@@ -306,17 +306,20 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
         return []
     derived = "sigma_period_derived" in eb
     held = eb.get("coverage_held_out")
-    md = ["| epochs | curves (out of fold) | s (dex) | within ±1 feh_std | within ±2 |"
+    scale = eb.get("quality_scale")
+    md = ["| epochs | curves (out of fold) | s (dex) |" + (" k (dex/rad) |" if scale else "")
+          + " within ±1 feh_std | within ±2 |"
           + (" held-out half: ±1 / ±2 |" if held else "")
           + (" period shifts | s without a period (dex) | pairs within ±1 |" if derived else ""),
-          "|---|---|---|---|---|" + ("---|" if held else "") + ("---|---|---|" if derived else "")]
+          "|---|---|---|---|---|" + ("---|" if scale else "") + ("---|" if held else "") + ("---|---|---|" if derived else "")]
     edges = eb["edges"]
     for i, (s, c) in enumerate(zip(eb["sigma"], eb["coverage_oof"], strict=True)):
         hi = "" if edges[i + 1] >= 1e5 else f"{edges[i + 1]:g}"
         if c is None:
             continue
         row = (f"| {edges[i]:g}–{hi} | {c['n']} | {s:.3f} | "
-               f"{100 * c['within_1sigma']:.1f} % | {100 * c['within_2sigma']:.1f} % |")
+               + (f"{scale[i]:.2f} | " if scale else "")
+               + f"{100 * c['within_1sigma']:.1f} % | {100 * c['within_2sigma']:.1f} % |")
         if held:
             h = held[i]
             row += (f" {100 * h['within_1sigma']:.1f} % / {100 * h['within_2sigma']:.1f} % |"
@@ -326,6 +329,12 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
             row += (f" {eb['n_period_shifts'][i]} | {eb['sigma_period_derived'][i]:.3f} | "
                     + (f"{100 * w:.1f} % |" if w is not None else "(too few: s kept) |"))
         md.append(row)
+    if scale:
+        md += ["", "feh_std = sqrt(spread² + (k·σφ31)² + s²): k, per bin, the scale of each "
+               "curve's φ31 error from its Fourier fit (0: it says nothing there), chosen "
+               "with s as the pair under which the bin's out-of-fold residuals are likeliest "
+               "(`served.residual_scales`); a noisy fit gets a wider error than a clean curve "
+               "of as many epochs."]
     if held:
         md += ["", "Held-out half: the training stars split in two (by star, seeded), each "
                "half's out-of-fold residuals judged with the s calibrated on the other half "
@@ -534,7 +543,7 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                    f"{(t.get('error_bins') or {}).get('copies_min_origin_epochs', 0)} epochs "
                    "of their own: labels of dense curves): 68.3 ± 3 % of them "
                    "within ±1 feh_std and, within that, as near 95.4 % as can be within ±2 "
-                   "(a conformal calibration, `train`; `served.residual_sigmas`).", ""]
+                   "(a conformal calibration, `train`; `served.residual_scales`).", ""]
             md += _error_bins_table(t.get("error_bins"))
         if "paper_cut" in t:
             p = t["paper_cut"]

@@ -63,7 +63,7 @@ def derived_sigmas(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
                    seed: int) -> tuple[list[float], list[float | None], list[int]]:
     """(scatter per bin for period-derived rows, the share of residual + shift pairs within ±1
     of the resulting σ (None where the bin kept `given`), the shifts per bin). `residual`,
-    `spread`, `bins`: the out-of-fold calibration rows (`served.residual_sigmas`'s); `shifts`:
+    `spread`, `bins`: the out-of-fold calibration rows (`served.residual_scales`'s); `shifts`:
     `period_shifts` rows of this type; `given`: the scatter with the period."""
     residual, spread = np.asarray(residual, float), np.asarray(spread, float)
     use = shifts[np.isfinite(shifts["shift"].to_numpy(float))]
