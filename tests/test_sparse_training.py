@@ -266,6 +266,8 @@ def test_feh_std_grows_with_the_fit_quality_where_the_residuals_do():
     assert np.mean(np.abs(res) <= 2 * q68) < 0.93  # one scatter a bin cannot hold both
     sigma, k = residual_scales(res, np.zeros(n), bins, 1, q)
     assert k[0] == pytest.approx(0.8, abs=0.1) and sigma[0] == pytest.approx(0.05, abs=0.015)
+    fitted = np.hypot(quality_spread(np.zeros(n), q, k, bins), sigma[0])
+    assert abs(np.mean(np.abs(res) <= fitted) - 0.683) <= 0.03 + 1e-9  # in sample, as promised
     fresh_q = rng.lognormal(np.log(0.08), 0.8, 20000)
     fresh = rng.standard_normal(20000) * np.hypot(0.05, 0.8 * fresh_q)
     total = np.hypot(quality_spread(np.zeros(20000), fresh_q, k, np.zeros(20000, int)),

@@ -283,14 +283,19 @@ def _gaussian_nll(res: np.ndarray, sigma: np.ndarray) -> float:
 def _bin_scale(res: np.ndarray, sp: np.ndarray, quality: np.ndarray | None
                ) -> tuple[float, float]:
     """(r, k) of one bin: for each k of QUALITY_SCALES the r of `scatter_for_coverage` on
-    sqrt(sp² + (k q)²), and of those the pair under which the residuals are likeliest."""
+    sqrt(sp² + (k q)²), and of the pairs that keep ±1 within 68.3 ± 3 % (a k whose term alone
+    covers more is not one the residuals support) the one under which they are likeliest."""
+    r0 = scatter_for_coverage(res, sp)
     if quality is None:
-        return scatter_for_coverage(res, sp), 0.0
-    best = (np.inf, 0.0, 0.0)
-    for k in QUALITY_SCALES:
+        return r0, 0.0
+    best = (_gaussian_nll(res, np.sqrt(sp**2 + r0**2)), r0, 0.0)
+    for k in QUALITY_SCALES[1:]:
         per_star = np.sqrt(sp**2 + (k * quality) ** 2)
         r = scatter_for_coverage(res, per_star)
-        nll = _gaussian_nll(res, np.sqrt(per_star**2 + r**2))
+        total = np.sqrt(per_star**2 + r**2)
+        if abs(np.mean(res <= total) - ONE_SIGMA) > ONE_SIGMA_SLACK:
+            continue
+        nll = _gaussian_nll(res, total)
         if nll < best[0] - 1e-9:  # ties keep the smaller k
             best = (nll, r, float(k))
     return best[1], best[2]
