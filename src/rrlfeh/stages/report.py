@@ -311,7 +311,8 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
           + " within ±1 feh_std | within ±2 |"
           + (" held-out half: ±1 / ±2 |" if held else "")
           + (" period shifts | s without a period (dex) | pairs within ±1 |" if derived else ""),
-          "|---|---|---|---|---|" + ("---|" if scale else "") + ("---|" if held else "") + ("---|---|---|" if derived else "")]
+          "|---|---|---|---|---|" + ("---|" if scale else "") + ("---|" if held else "")
+          + ("---|---|---|" if derived else "")]
     edges = eb["edges"]
     for i, (s, c) in enumerate(zip(eb["sigma"], eb["coverage_oof"], strict=True)):
         hi = "" if edges[i + 1] >= 1e5 else f"{edges[i + 1]:g}"
