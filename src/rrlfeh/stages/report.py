@@ -306,13 +306,15 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
         return []
     derived = "sigma_period_derived" in eb
     held = eb.get("coverage_held_out")
+    held_derived = eb.get("coverage_period_derived_held_out") if derived else None
     scale = eb.get("quality_scale")
     md = ["| epochs | curves (out of fold) | s (dex) |" + (" k (dex/rad) |" if scale else "")
           + " within ±1 feh_std | within ±2 |"
           + (" held-out half: ±1 / ±2 |" if held else "")
-          + (" period shifts | s without a period (dex) | pairs within ±1 |" if derived else ""),
+          + (" period shifts | s without a period (dex) | pairs within ±1 |" if derived else "")
+          + (" held-out half, no period: ±1 / ±2 |" if held_derived else ""),
           "|---|---|---|---|---|" + ("---|" if scale else "") + ("---|" if held else "")
-          + ("---|---|---|" if derived else "")]
+          + ("---|---|---|" if derived else "") + ("---|" if held_derived else "")]
     edges = eb["edges"]
     for i, (s, c) in enumerate(zip(eb["sigma"], eb["coverage_oof"], strict=True)):
         hi = "" if edges[i + 1] >= 1e5 else f"{edges[i + 1]:g}"
@@ -329,6 +331,10 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
             w = eb["coverage_period_derived"][i]
             row += (f" {eb['n_period_shifts'][i]} | {eb['sigma_period_derived'][i]:.3f} | "
                     + (f"{100 * w:.1f} % |" if w is not None else "(too few: s kept) |"))
+        if held_derived:
+            h = held_derived[i]
+            row += (f" {100 * h['within_1sigma']:.1f} % / {100 * h['within_2sigma']:.1f} % |"
+                    if h else " |")
         md.append(row)
     if scale:
         md += ["", "feh_std = sqrt(spread² + (k·σφ31)² + s²): k, per bin, the scale of each "
@@ -347,7 +353,10 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
                f"{eb['copies_min_origin_epochs']} epochs (all types), cut as the copies are, "
                "were scored by this type's model with and without their period; the shift "
                "between the two (no label needed) is added to the bin's out-of-fold residuals, "
-               "and s set so that ±1 holds 68 % of the sums (`period_error.derived_sigmas`)."]
+               "and s set so that ±1 holds 68 % of the sums (`period_error.derived_sigmas`)."
+               + (" Held-out half, no period: the same, calibrated on one half of the stars "
+                  "and judged on the other half's sums (`period_error.held_out_derived_coverage`)."
+                  if held_derived else "")]
     return [*md, ""]
 
 

@@ -189,7 +189,11 @@ def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_d
     from rrlfeh.serving.pipeline import ScoringModel
     from rrlfeh.serving.registry import build_model_folder
     from rrlfeh.sparse_requests import read_bands
-    from rrlfeh.training.period_error import derived_sigmas, period_shifts
+    from rrlfeh.training.period_error import (
+        derived_sigmas,
+        held_out_derived_coverage,
+        period_shifts,
+    )
 
     t = config.section(params, "train")
     pe = dict(t["period_error"])
@@ -217,14 +221,17 @@ def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_d
                                int(pe["seed"]), int(t["calibrate_min_epochs"]), bands,
                                int(config.section(params, "acquire").get("derive", {})
                                    .get("n_jobs", 1)))
-    for kind, (res, spread, bins, _) in oof_rows.items():
+    for kind, (res, spread, bins, _, star) in oof_rows.items():
         path = out_dir / kind / MANIFEST
         manifest = json.loads(path.read_text())
         eb = manifest["error_bins"]
         mine = shifts[shifts["type"] == kind]
         sig, within, counts = derived_sigmas(res, spread, bins, mine, eb["edges"], eb["sigma"],
                                              int(pe["seed"]))
+        held = held_out_derived_coverage(res, spread, bins, star, mine, eb["edges"],
+                                         int(pe["seed"]), HELD_OUT_SEED)
         eb.update(sigma_period_derived=sig, coverage_period_derived=within,
+                  coverage_period_derived_held_out=held,
                   n_period_shifts=counts, period_shift_subsets=int(len(shifts)),
                   period_shift_scored=int(np.isfinite(mine["shift"].to_numpy(float)).sum()))
         write_json(manifest, path)
@@ -304,7 +311,8 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         # the period-derived rows' calibration starts from the per-star part with the period
         oof_rows[kind] = (served_oof[cal] - data.y[cal],
                           quality_spread(spread[cal], quality[cal], scale, bins[cal]), bins[cal],
-                          data.source_id[~data.is_copy & (data.n_epochs >= min_origin)])
+                          data.source_id[~data.is_copy & (data.n_epochs >= min_origin)],
+                          data.source_id[cal])
         test = load_training_set(processed, kind, part="test")
         m = {"n_members": len(manifest["members"]), "n_stars": int(own.sum()),
              "in_sample": {k: v for k, v in fit_m.items() if k != "n"},

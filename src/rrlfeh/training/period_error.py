@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rrlfeh.training.served import bin_index, scatter_for_coverage
+from rrlfeh.training.served import bin_index, residual_scales, scatter_for_coverage
 
 MIN_SHIFTS = 20        # fewer shifts in a bin: it keeps the scatter with the period given
 MAX_PAIRS = 200_000    # residual-shift pairs per bin (all of them below this, else a sample)
@@ -58,6 +58,13 @@ def period_shifts(model: Any, epochs: pd.DataFrame, stars: pd.DataFrame,
                          "shift": shift})
 
 
+def _pairs(n_res: int, n_shift: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (residual, shift) of every pair, or of MAX_PAIRS drawn at random beyond that."""
+    if n_res * n_shift <= MAX_PAIRS:
+        return np.repeat(np.arange(n_res), n_shift), np.tile(np.arange(n_shift), n_res)
+    return rng.integers(0, n_res, MAX_PAIRS), rng.integers(0, n_shift, MAX_PAIRS)
+
+
 def derived_sigmas(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
                    shifts: pd.DataFrame, edges: Sequence[float], given: Sequence[float],
                    seed: int) -> tuple[list[float], list[float | None], list[int]]:
@@ -78,12 +85,48 @@ def derived_sigmas(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
             sigmas.append(float(base))
             within.append(None)
             continue
-        if r.size * d.size <= MAX_PAIRS:
-            a, b = np.repeat(np.arange(r.size), d.size), np.tile(np.arange(d.size), r.size)
-        else:
-            a, b = rng.integers(0, r.size, MAX_PAIRS), rng.integers(0, d.size, MAX_PAIRS)
+        a, b = _pairs(r.size, d.size, rng)
         total = np.abs(r[a] + d[b])
         sigma = max(float(base), scatter_for_coverage(total, s[a]))
         sigmas.append(sigma)
         within.append(float(np.mean(total <= np.sqrt(s[a] ** 2 + sigma**2))))
     return sigmas, within, counts
+
+
+def held_out_derived_coverage(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
+                              star: np.ndarray, shifts: pd.DataFrame, edges: Sequence[float],
+                              seed: int, held_seed: int) -> list[dict[str, float] | None]:
+    """Per bin, the coverage of the period-derived scatter on stars it was not calibrated on:
+    the stars (of the residuals and of the shifts alike) split in two halves (`held_seed`),
+    each half's scatter with the period (`served.residual_scales`) and without it
+    (`derived_sigmas`) set on its residuals and shifts, and the other half's residual + shift
+    pairs judged by it; None where a bin has too few shifts on a side."""
+    residual, spread = np.asarray(residual, float), np.asarray(spread, float)
+    use = shifts[np.isfinite(shifts["shift"].to_numpy(float))]
+    ids = np.unique(np.concatenate([np.asarray(star), use["source_id"].to_numpy()]))
+    first = np.random.default_rng(held_seed).permutation(ids)[: ids.size // 2]
+    res_half, shift_half = np.isin(star, first), np.isin(use["source_id"].to_numpy(), first)
+    shift_bins = bin_index(use["n_epochs"].to_numpy(float), edges)
+    n_bins = len(edges) - 1
+    rng = np.random.default_rng(seed)
+    z1: list[list[np.ndarray]] = [[] for _ in range(n_bins)]
+    for side in (True, False):
+        cal_r, cal_s = res_half != side, shift_half != side  # calibrated on the other half
+        given, _ = residual_scales(residual[cal_r], spread[cal_r], bins[cal_r], n_bins)
+        sig, within, _ = derived_sigmas(residual[cal_r], spread[cal_r], bins[cal_r],
+                                        use[cal_s], edges, given, seed)
+        for i in range(n_bins):
+            r_rows = np.flatnonzero(~cal_r & (bins == i))
+            d = use["shift"].to_numpy(float)[~cal_s & (shift_bins == i)]
+            if within[i] is None or d.size < MIN_SHIFTS or r_rows.size == 0:
+                continue
+            a, b = _pairs(r_rows.size, d.size, rng)
+            total = np.abs(residual[r_rows][a] + d[b])
+            z1[i].append(total / np.sqrt(spread[r_rows][a] ** 2 + sig[i] ** 2))
+    out: list[dict[str, float] | None] = []
+    for z in z1:
+        zz = np.concatenate(z) if z else np.zeros(0)
+        out.append({"within_1sigma": float(np.mean(zz <= 1)),
+                    "within_2sigma": float(np.mean(zz <= 2)), "n": int(zz.size)}
+                   if zz.size else None)
+    return out
