@@ -176,7 +176,8 @@ def test_batch_equals_per_star_fit(knobs: dict) -> None:
         assert batch.n_harmonics[i] == k, f"star {i}: harmonics"
         assert batch.n_points[i] == fit.n_points and batch.n_clipped[i] == (~keep).sum()
         np.testing.assert_array_equal(batch.keep[offsets[i]:offsets[i + 1]], keep)
-        for name in ("phi31", "phi31_error", "r21", "amplitude", "chi2", "reference_time"):
+        for name in ("phi31", "phi31_error", "r21", "amplitude", "chi2", "reference_time",
+                     "epoch_max", "mean_mag"):
             assert_close(getattr(batch, name)[i], getattr(fit, name), f"star {i}: {name}")
         assert_close(batch.coefficients[i, :p], fit.coefficients, f"star {i}: coefficients")
         assert_close(batch.covariance[i, :p, :p], fit.covariance, f"star {i}: covariance")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from rrlfeh.data import schema
 from rrlfeh.lightcurve.classify import classify_bailey
-from rrlfeh.lightcurve.features import fit_star
+from rrlfeh.lightcurve.features import fit_knobs, fit_star, fit_stars
 from rrlfeh.lightcurve.period import search_period, search_period_bands
 
 COLUMNS: dict[str, str] = {
@@ -72,47 +72,78 @@ def derive_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
     fit_ok False with the reason and NaN values. With `other_bands` (clean BP/RP points) the
     period comes from the joint search over all bands; the fit stays on G. The period search
     sets its own outliers aside; the Fourier fit starts again from every point and drops
-    outliers one at a time (`fit_fourier_clipped`); n_clipped counts the points it left out."""
+    outliers one at a time (`fit_fourier_clipped`); n_clipped counts the points it left out.
+    Many stars at once: `derive_light_curve_parameters` (the fits batched, the same numbers to
+    rounding)."""
+    kw = dict(locals())
+    for name in ("t", "mag", "sigma", "other_bands"):
+        kw.pop(name)
+    out, found = _search_star(t, mag, sigma, other_bands, kw)
+    if found is None:
+        return out
+    return _fitted_star(out, found, t, mag, sigma, kw)
+
+
+def _search_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray,
+                 other_bands: BandPoints | None, kw: dict[str, Any]
+                 ) -> tuple[dict[str, Any], Any]:
+    """The row of a star before its Fourier fit, and its period search's result (None, the
+    reason in the row, where the star has too few epochs or the search fails)."""
     out: dict[str, Any] = dict.fromkeys(_VALUES, np.nan)
     out.update(n_epochs_g=len(t), n_clipped=0, type="", period_bands="", fit_ok=False,
                fit_reason="")
-    if len(t) < min_epochs:
-        out["fit_reason"] = f"too few clean G epochs ({len(t)} < {min_epochs})"
-        return out
-    search_kw = dict(min_period=min_period, max_period=max_period, oversampling=oversampling,
-                     coarse_harmonics=coarse_harmonics, n_candidates=n_candidates,
-                     refine_harmonics=refine_harmonics, refine_factor=refine_factor,
-                     min_points_per_param=min_points_per_param,
-                     subharmonic_alpha=subharmonic_alpha, clip_sigma=clip_sigma,
-                     outlier_min_fraction=outlier_min_fraction, coarse_stride=coarse_stride,
-                     seed_harmonics=seed_harmonics)
+    if len(t) < kw["min_epochs"]:
+        out["fit_reason"] = f"too few clean G epochs ({len(t)} < {kw['min_epochs']})"
+        return out, None
+    search_kw = {k: kw[k] for k in SEARCH_KNOBS}
     try:
         found = _search(t, mag, sigma, other_bands, search_kw)
-        out["period_bands"] = "+".join(found.bands) or "G"
-        # the features' own fit (rrlfeh.lightcurve.features), as preprocess and serving do
-        fit, keep = fit_star(t, mag, sigma, found.period, max_harmonics=max_harmonics,
-                             min_harmonics=min_harmonics,
-                             min_points_per_param=min_points_per_param, clip_sigma=clip_sigma,
-                             outlier_min_fraction=outlier_min_fraction,
-                             max_clipped_fraction=max_clipped_fraction)
+    except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
+        out["fit_reason"] = f"fit failed: {exc}"
+        return out, None
+    out["period_bands"] = "+".join(found.bands) or "G"
+    return out, found
+
+
+SEARCH_KNOBS = ("min_period", "max_period", "oversampling", "coarse_harmonics", "n_candidates",
+                "refine_harmonics", "refine_factor", "min_points_per_param",
+                "subharmonic_alpha", "clip_sigma", "outlier_min_fraction", "coarse_stride",
+                "seed_harmonics")
+
+
+def _fitted_star(out: dict[str, Any], found: Any, t: np.ndarray, mag: np.ndarray,
+                 sigma: np.ndarray, kw: dict[str, Any]) -> dict[str, Any]:
+    """The row of a searched star after its own Fourier fit at the period (`fit_star`, the
+    features' fit, as preprocess and serving do)."""
+    try:
+        fit, keep = fit_star(t, mag, sigma, found.period, **fit_knobs(kw))
     except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
         out["fit_reason"] = f"fit failed: {exc}"
         return out
-    out["n_clipped"] = int((~keep).sum())
-    if found.false_alarm > max_false_alarm:
-        out["fit_reason"] = (f"no significant period in {min_period:g}-{max_period:g} d "
+    values = {"period": fit.period, "epoch_max": fit.epoch_max, "amplitude_g": fit.amplitude,
+              "mean_mag_g": fit.mean_mag, "phi31_g": fit.phi31,
+              "phi31_g_error": fit.phi31_error, "r21_g": fit.r21}
+    return _finished(out, found, values, int((~keep).sum()), kw)
+
+
+def _finished(out: dict[str, Any], found: Any, values: dict[str, float], n_clipped: int,
+              kw: dict[str, Any]) -> dict[str, Any]:
+    """The row of a fitted star: its values and type, or why its period is not kept (not
+    significant, at the search limit)."""
+    out["n_clipped"] = n_clipped
+    lo, hi = kw["min_period"], kw["max_period"]
+    if found.false_alarm > kw["max_false_alarm"]:
+        out["fit_reason"] = (f"no significant period in {lo:g}-{hi:g} d "
                              f"(best {found.period:.5f} d, false-alarm probability "
-                             f"{found.false_alarm:.2g} > {max_false_alarm:g})")
+                             f"{found.false_alarm:.2g} > {kw['max_false_alarm']:g})")
         return out
     if found.at_edge:
-        out["fit_reason"] = (f"best period {found.period:.5f} d at the search limit "
-                             f"{min_period:g}-{max_period:g} d")
+        out["fit_reason"] = f"best period {found.period:.5f} d at the search limit {lo:g}-{hi:g} d"
         return out
-    out.update(period=fit.period, epoch_max=fit.epoch_max, amplitude_g=fit.amplitude,
-               mean_mag_g=fit.mean_mag, phi31_g=fit.phi31, phi31_g_error=fit.phi31_error,
-               r21_g=fit.r21, fit_ok=True)
-    out["type"] = str(classify_bailey(fit.period, fit.amplitude, split_period=split_period,
-                                      min_rrab_period=min_rrab_period)[0])
+    out.update(values, fit_ok=True)
+    out["type"] = str(classify_bailey(values["period"], values["amplitude_g"],
+                                      split_period=kw["split_period"],
+                                      min_rrab_period=kw["min_rrab_period"])[0])
     return out
 
 
@@ -129,16 +160,45 @@ def _search(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, other_bands: Band
 Star = tuple[int, np.ndarray, np.ndarray, np.ndarray, BandPoints | None]
 
 
+def _derive_many(stars: list[Star], kw: dict[str, Any]) -> list[dict[str, Any]]:
+    """`derive_star` of every star of a chunk: each period searched, then the Fourier fits of
+    all at once (`fit_stars`: the same fits to rounding, a fraction of the time); a star the
+    batch cannot fit is fitted alone, for its reason."""
+    searched = [(sid, t, m, s, *_search_star(t, m, s, b, kw)) for sid, t, m, s, b in stars]
+    todo = [r for r in searched if r[5] is not None]
+    batch = None
+    if todo:
+        offsets = np.r_[0, np.cumsum([len(r[1]) for r in todo])]
+        batch = fit_stars(np.concatenate([r[1] for r in todo]),
+                          np.concatenate([r[2] for r in todo]),
+                          np.concatenate([r[3] for r in todo]), offsets,
+                          np.array([r[5].period for r in todo]), **fit_knobs(kw))
+    rows, j = [], 0
+    for sid, t, m, s, out, found in searched:
+        if found is None:
+            rows.append(dict(out, source_id=sid))
+            continue
+        if batch is not None and batch.ok[j]:
+            values = {"period": float(found.period), "epoch_max": batch.epoch_max[j],
+                      "amplitude_g": batch.amplitude[j], "mean_mag_g": batch.mean_mag[j],
+                      "phi31_g": batch.phi31[j], "phi31_g_error": batch.phi31_error[j],
+                      "r21_g": batch.r21[j]}
+            row = _finished(out, found, values, int(batch.n_clipped[j]), kw)
+        else:
+            row = _fitted_star(out, found, t, m, s, kw)
+        rows.append(dict(row, source_id=sid))
+        j += 1
+    return rows
+
+
 def _derive_chunk(stars: list[Star], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     """Worker: derive every star of a chunk, one BLAS thread per process (tiny matrices)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return [dict(derive_star(t, m, s, other_bands=b, **kwargs), source_id=sid)
-                for sid, t, m, s, b in stars]
+        return _derive_many(stars, kwargs)
     with threadpool_limits(limits=1):
-        return [dict(derive_star(t, m, s, other_bands=b, **kwargs), source_id=sid)
-                for sid, t, m, s, b in stars]
+        return _derive_many(stars, kwargs)
 
 
 def _star_slices(epochs: pd.DataFrame, sigma_floor: float

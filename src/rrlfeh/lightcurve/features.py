@@ -108,13 +108,20 @@ def features_of_stars(x: np.ndarray, mag: np.ndarray, sigma: np.ndarray | None,
     phases with period 1), `mag`, `sigma`; one row a star, in batch order. The stars are fitted
     together (`fit_fourier_batch`: the numbers of `star_features`, star by star, to rounding)."""
     x, mag = np.asarray(x, float), np.asarray(mag, float)
+    return features_of_batch(fit_stars(x, mag, clean_sigma(sigma, len(x)), offsets, period,
+                                       **knobs))
+
+
+def fit_stars(x: np.ndarray, mag: np.ndarray, sigma: np.ndarray, offsets: np.ndarray,
+              period: np.ndarray | float, **knobs: Any) -> FourierBatch:
+    """`fit_star` of a ragged batch (star i: offsets[i]:offsets[i+1]), vectorised
+    (`fit_fourier_batch`: the same fits to rounding; a star `fit_star` raises for is not ok)."""
     kw = fit_knobs(knobs)
-    batch = fit_fourier_batch(
-        x, mag, clean_sigma(sigma, len(x)), offsets, period, clip_sigma=kw["clip_sigma"],
+    return fit_fourier_batch(
+        x, mag, sigma, offsets, period, clip_sigma=kw["clip_sigma"],
         outlier_min_fraction=kw["outlier_min_fraction"],
         max_clipped_fraction=kw["max_clipped_fraction"], max_harmonics=int(kw["max_harmonics"]),
         min_harmonics=int(kw["min_harmonics"]), min_points_per_param=kw["min_points_per_param"])
-    return features_of_batch(batch)
 
 
 def features_one_by_one(x: np.ndarray, mag: np.ndarray, sigma: np.ndarray | None,

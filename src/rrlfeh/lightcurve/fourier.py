@@ -222,6 +222,8 @@ class FourierBatch:
     covariance: np.ndarray      # (S, 2 max_harmonics + 1, same), scaled as FourierFit's
     amplitudes: np.ndarray      # (S, max_harmonics) A_k, mag
     amplitude: np.ndarray       # (S,) peak-to-peak of the model on the phase grid, mag
+    epoch_max: np.ndarray       # (S,) time of maximum light nearest the mean time (FourierFit's)
+    mean_mag: np.ndarray        # (S,) intensity-averaged magnitude of the model
     phi31: np.ndarray           # (S,) rad in [0, 2 pi)
     phi31_error: np.ndarray     # (S,) rad
     r21: np.ndarray             # (S,)
@@ -495,14 +497,25 @@ def _padded(values: np.ndarray, offsets: np.ndarray, stars: np.ndarray, width: i
     return np.where(inside, values[index] if values.size else fill, fill)
 
 
-def _grid_amplitude(coef: np.ndarray, kn: _Knobs) -> np.ndarray:
-    """Peak-to-peak of each model on `phase_grid` phases of one cycle (as `fit_fourier`)."""
+def _grid_shape(coef: np.ndarray, kn: _Knobs) -> dict[str, np.ndarray]:
+    """Of each model on `phase_grid` phases of one cycle from its reference time, as
+    `fit_fourier` finds them: the peak-to-peak, the phase of maximum light (the grid's minimum
+    magnitude refined by a parabola through its neighbours) and the intensity-averaged mean."""
     phase = np.arange(kn.phase_grid) / kn.phase_grid
     grid = _design(phase, 1.0, (coef.shape[1] - 1) // 2).T
-    out = np.empty(len(coef))
+    out = {name: np.empty(len(coef)) for name in ("amplitude", "phase_max", "mean_mag")}
     for s in range(0, len(coef), _GRID_CHUNK):
         curve = coef[s:s + _GRID_CHUNK] @ grid
-        out[s:s + _GRID_CHUNK] = curve.max(axis=1) - curve.min(axis=1)
+        rows = np.arange(len(curve))
+        i = np.argmin(curve, axis=1)
+        ym, y0 = curve[rows, i - 1], curve[rows, i]
+        yp = curve[rows, (i + 1) % kn.phase_grid]
+        denom = ym - 2 * y0 + yp
+        shift = np.where(denom > 0, 0.5 * (ym - yp) / np.where(denom > 0, denom, 1.0), 0.0)
+        out["amplitude"][s:s + _GRID_CHUNK] = curve.max(axis=1) - curve.min(axis=1)
+        out["phase_max"][s:s + _GRID_CHUNK] = (i + shift) / kn.phase_grid
+        out["mean_mag"][s:s + _GRID_CHUNK] = -2.5 * np.log10(
+            np.mean(10 ** (-0.4 * curve), axis=1))
     return out
 
 
@@ -530,7 +543,7 @@ def _derived(coef: np.ndarray, cov: np.ndarray, k: np.ndarray, kn: _Knobs
     beyond = np.arange(kmax)[None, :] >= k[:, None]
     amps = np.where(beyond, np.nan, amps)
     return {"amplitudes": amps, "r21": r21, "phi31": phi31, "phi31_error": phi31_err,
-            "amplitude": _grid_amplitude(coef, kn)}
+            **_grid_shape(coef, kn)}
 
 
 def _valid_stars(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, offsets: np.ndarray,
@@ -549,6 +562,7 @@ def _empty_batch(offsets: np.ndarray, n_stars: int, p: int) -> dict[str, np.ndar
             "reference_time": nan.copy(), "coefficients": np.full((n_stars, p), np.nan),
             "covariance": np.full((n_stars, p, p), np.nan),
             "amplitudes": np.full((n_stars, (p - 1) // 2), np.nan), "amplitude": nan.copy(),
+            "epoch_max": nan.copy(), "mean_mag": nan.copy(),
             "phi31": nan.copy(), "phi31_error": nan.copy(), "r21": nan.copy(),
             "chi2": nan.copy(), "n_points": np.zeros(n_stars, np.int64),
             "n_clipped": np.zeros(n_stars, np.int64),
@@ -556,7 +570,8 @@ def _empty_batch(offsets: np.ndarray, n_stars: int, p: int) -> dict[str, np.ndar
 
 
 def _store_bucket(out: dict[str, np.ndarray], stars: np.ndarray, res: _Bucket,
-                  offsets: np.ndarray, valid_slots: np.ndarray, kn: _Knobs) -> None:
+                  offsets: np.ndarray, valid_slots: np.ndarray, period: np.ndarray,
+                  kn: _Knobs) -> None:
     """Write the sure fits of one bucket into the batch arrays (NaN beyond their harmonics)."""
     fit = res.fit
     done = fit.ok & ~res.unsure
@@ -572,8 +587,12 @@ def _store_bucket(out: dict[str, np.ndarray], stars: np.ndarray, res: _Bucket,
     derived = _derived(coef, cov, k, kn)
     out["coefficients"][s] = np.where(inside, coef, np.nan)
     out["covariance"][s] = np.where(inside[:, :, None] & inside[:, None, :], cov, np.nan)
-    for name in ("amplitudes", "amplitude", "phi31", "phi31_error", "r21"):
+    for name in ("amplitudes", "amplitude", "mean_mag", "phi31", "phi31_error", "r21"):
         out[name][s] = derived[name]
+    # the epoch of maximum moved to the cycle nearest the reference time, as `fit_fourier`'s
+    t0, p_star = fit.t0[done], period[done]
+    epoch = t0 + derived["phase_max"] * p_star
+    out["epoch_max"][s] = epoch + np.round((t0 - epoch) / p_star) * p_star
     out["ok"][s] = True
     out["n_harmonics"][s] = k
     out["reference_time"][s] = fit.t0[done]
@@ -596,7 +615,8 @@ def _store_single(out: dict[str, np.ndarray], i: int, fit: FourierFit, keep: np.
     out["coefficients"][i, :p] = fit.coefficients
     out["covariance"][i, :p, :p] = fit.covariance
     out["amplitudes"][i, :fit.n_harmonics] = fit.amplitudes
-    for name in ("amplitude", "phi31", "phi31_error", "r21", "chi2", "n_points"):
+    for name in ("amplitude", "epoch_max", "mean_mag", "phi31", "phi31_error", "r21", "chi2",
+                 "n_points"):
         out[name][i] = getattr(fit, name)
     out["n_clipped"][i] = int((~keep).sum())
     out["keep"][start:start + keep.size] = keep
@@ -630,7 +650,7 @@ def fit_fourier_batch(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, offsets
                               _padded(mag, offsets, stars, width, 0.0),
                               1.0 / _padded(sigma, offsets, stars, width, 1.0) ** 2,
                               slots, period[stars], kn)
-            _store_bucket(out, stars, res, offsets, slots, kn)
+            _store_bucket(out, stars, res, offsets, slots, period[stars], kn)
         for i in np.flatnonzero(out["fallback"]):
             s = slice(offsets[i], offsets[i + 1])
             try:
