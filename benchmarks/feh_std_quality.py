@@ -22,25 +22,14 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
-from rrlfeh.stages.train import calibration_edges, calibration_rows, fit_quality
+from rrlfeh.stages.train import (
+    calibration_edges,
+    calibration_rows,
+    fit_quality,
+    held_out_errors,
+)
 from rrlfeh.training.arrays import load_training_set
-from rrlfeh.training.served import bin_index, quality_spread, residual_scales
-
-
-def held_out_total(res: np.ndarray, b: np.ndarray, star: np.ndarray, n_bins: int,
-                   quality: np.ndarray | None, seed: int) -> np.ndarray:
-    """Each row's feh_std calibrated on the other half of the stars (no spread)."""
-    ids = np.unique(star)
-    half = np.isin(star, np.random.default_rng(seed).permutation(ids)[: ids.size // 2])
-    total = np.full(res.size, np.nan)
-    zero = np.zeros(res.size)
-    for side in (half, ~half):
-        q = None if quality is None else quality[~side]
-        sig, k = residual_scales(res[~side], zero[~side], b[~side], n_bins, q)
-        per_star = quality_spread(zero[side], None if quality is None else quality[side], k,
-                                  b[side])
-        total[side] = np.sqrt(per_star**2 + np.asarray(sig)[b[side]] ** 2)
-    return total
+from rrlfeh.training.served import bin_index
 
 
 def main() -> None:
@@ -67,8 +56,9 @@ def main() -> None:
               "the scale, ±1 and ±2 shares without / with")
         better = cases = 0
         for seed in args.seeds:
-            t0 = held_out_total(res, b, star, n_bins, None, seed)
-            t1 = held_out_total(res, b, star, n_bins, q, seed)
+            zero = np.zeros(res.size)  # the members' spread left out (see above)
+            t0 = held_out_errors(res, zero, b, star, n_bins, seed)
+            t1 = held_out_errors(res, zero, b, star, n_bins, seed, q)
             print(f"  halves seed {seed}")
             for i in range(n_bins):
                 m = b == i

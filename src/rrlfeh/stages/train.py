@@ -115,25 +115,33 @@ def calibration_rows(data, bins: np.ndarray, min_origin_epochs: int) -> np.ndarr
     return keep
 
 
-def held_out_coverage(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
-                      star: np.ndarray, n_bins: int, seed: int,
-                      quality: np.ndarray | None = None) -> list[dict[str, float] | None]:
-    """Per bin, the coverage of `residual_scales` on stars it was not calibrated on: the stars
-    split in two halves (seeded), each half's residuals judged with the scatter calibrated on
-    the other half's (all copies of a star on one side): what the calibration promises a new
-    star, not what it was fitted to."""
+def held_out_errors(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
+                    star: np.ndarray, n_bins: int, seed: int,
+                    quality: np.ndarray | None = None) -> np.ndarray:
+    """Each row's `feh_std` calibrated (`residual_scales`) on the stars it is not one of: the
+    stars split in two halves (seeded, all copies of a star on one side), each half's errors
+    from the other half's calibration."""
     residual, spread = np.asarray(residual, float), np.asarray(spread, float)
+    q = None if quality is None else np.asarray(quality, float)
     ids = np.unique(star)
     half = np.isin(star, np.random.default_rng(seed).permutation(ids)[: ids.size // 2])
-    z = np.full(residual.size, np.nan)
+    total = np.full(residual.size, np.nan)
     for side in (half, ~half):
-        q = None if quality is None else np.asarray(quality, float)
         sig, k = residual_scales(residual[~side], spread[~side], bins[~side], n_bins,
                                  None if q is None else q[~side])
         per_star = quality_spread(spread[side], None if q is None else q[side], k, bins[side])
-        z[side] = np.abs(residual[side]) / np.sqrt(per_star**2 + np.asarray(sig)[bins[side]]**2)
-    return [coverage(z[bins == i], np.ones(int((bins == i).sum()))) if (bins == i).any()
-            else None for i in range(n_bins)]
+        total[side] = np.sqrt(per_star**2 + np.asarray(sig)[bins[side]] ** 2)
+    return total
+
+
+def held_out_coverage(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray,
+                      star: np.ndarray, n_bins: int, seed: int,
+                      quality: np.ndarray | None = None) -> list[dict[str, float] | None]:
+    """Per bin, the coverage of `residual_scales` on stars it was not calibrated on
+    (`held_out_errors`): what the calibration promises a new star, not what it was fitted to."""
+    total = held_out_errors(residual, spread, bins, star, n_bins, seed, quality)
+    return [coverage(np.asarray(residual, float)[bins == i], total[bins == i])
+            if (bins == i).any() else None for i in range(n_bins)]
 
 
 def fit_quality(data) -> np.ndarray:
