@@ -159,6 +159,29 @@ def test_files_source_derives_what_is_missing(synthetic, tmp_path):
     assert got.rejected["reason"].str.len().gt(0).all()
 
 
+def test_a_catalogue_period_is_kept_and_fitted_at(synthetic, tmp_path):
+    """A stars table with the period but no epoch of maximum, type or φ31 (Gaia publishes no
+    φ31 for about half its RR Lyrae): those are fitted at the catalogue's period, which is kept
+    as given, and no star the catalogue has a period for is lost to a period search."""
+    individual_layout(synthetic.epochs).to_parquet(tmp_path / "epochs.parquet")
+    table = vari_rrlyrae(synthetic.stars).assign(epoch_g=np.nan, phi31_g=np.nan,
+                                                 phi31_g_error=np.nan, r21_g=np.nan,
+                                                 best_classification=None)
+    table.to_csv(tmp_path / "vari_rrlyrae.csv", index=False)
+    src = FilesSource(epochs=tmp_path / "epochs.parquet", labels=None,
+                      stars=tmp_path / "vari_rrlyrae.csv")
+    got = acquire.collect(params("files", tmp_path, files=src, derive={"n_jobs": 1}))
+    stars = got.stars.merge(synthetic.stars[["source_id", "period", "epoch_max", "type"]],
+                            on="source_id", suffixes=("", "_cat"))
+    enough = synthetic.stars.loc[synthetic.stars["n_epochs_g"] >= 12, "source_id"]
+    assert set(enough) <= set(stars["source_id"]), got.rejected
+    assert np.array_equal(stars["period"], stars["period_cat"])
+    assert not stars["period_derived"].any() and stars["epoch_derived"].all()
+    offset = ((stars["epoch_max"] - stars["epoch_max_cat"]) / stars["period"] + 0.5) % 1 - 0.5
+    assert (offset.abs() < 0.05).mean() >= 0.9, offset.abs().sort_values().tail()
+    assert (stars["type"] == stars["type_cat"]).mean() >= 0.9
+
+
 def test_stage_writes_tables_and_metrics(tmp_path):
     p = AcquireParams(source="synthetic", out_dir=tmp_path / "raw",
                       synthetic={"n_stars": 25, "seed": 3})

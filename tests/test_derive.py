@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_period import gaia_times, simulate_gaia
+from test_period import fourier_model, gaia_times, simulate_gaia
 
 from rrlfeh.data import schema
 from rrlfeh.lightcurve.derive import derive_light_curve_parameters
@@ -113,3 +113,39 @@ def test_outlier_is_clipped_and_counted() -> None:
     out = derive_light_curve_parameters(epochs_of(1, lc), n_jobs=1).iloc[0]
     assert out["fit_ok"] and out["n_clipped"] == 2 and out["n_epochs_g"] == 50
     assert out["period"] == pytest.approx(0.6123, rel=1e-4)
+
+
+def true_maximum(lc: dict) -> float:
+    """The time of maximum light (least magnitude) of the simulated star's noiseless model, on a
+    fine grid over one cycle."""
+    t = lc["epoch"] + np.linspace(0.0, lc["period"], 20001)
+    return float(t[np.argmin(fourier_model(t, lc["period"], lc["epoch"], lc["mean"],
+                                           lc["amplitudes"], lc["phases"]))])
+
+
+def test_a_given_period_is_fitted_at_not_searched() -> None:
+    """A sparse, noisy curve whose own search finds no significant period still gets its epoch
+    of maximum and type at the period a catalogue gives; a dense star gets the same values as
+    its searched period gives; a given period does not lift the epoch count floor."""
+    rng = np.random.default_rng(0)
+    sparse = simulate_gaia(rng, period=0.5731, n_epochs=14, a1=0.3, noise=0.05)
+    dense = simulate_gaia(rng, period=0.6342, n_epochs=60, a1=0.3)
+    few = simulate_gaia(rng, period=0.55, n_epochs=8)
+    epochs = pd.concat([epochs_of(1, sparse), epochs_of(2, dense), epochs_of(3, few)])
+    searched = derive_light_curve_parameters(epochs, n_jobs=1).set_index("source_id")
+    assert searched.loc[1, "fit_reason"].startswith("no significant period")
+    assert searched.loc[2, "fit_ok"] and searched.loc[2, "period_bands"] == "G"
+    given = derive_light_curve_parameters(
+        epochs, n_jobs=1, periods={1: 0.5731, 2: float(searched.loc[2, "period"]), 3: 0.55}
+    ).set_index("source_id")
+    one = given.loc[1]
+    assert one["fit_ok"] and one["period"] == 0.5731 and one["period_bands"] == "given"
+    assert one["type"] == "RRab" and one["n_epochs_g"] == 14
+    offset = ((one["epoch_max"] - true_maximum(sparse)) / 0.5731 + 0.5) % 1.0 - 0.5
+    assert abs(offset) < 0.1
+    two = given.loc[2]
+    assert two["period_bands"] == "given" and two["type"] == searched.loc[2, "type"]
+    for col in ("epoch_max", "amplitude_g", "phi31_g", "r21_g"):
+        assert two[col] == pytest.approx(searched.loc[2, col], rel=1e-9, abs=1e-9)
+    assert abs((two["epoch_max"] - true_maximum(dense)) / 0.6342 % 1.0 - 0.5) > 0.49
+    assert given.loc[3, "fit_reason"] == "too few clean G epochs (8 < 12)"

@@ -153,6 +153,28 @@ def test_derived_periods_when_the_request_has_none(project, scoring_model):
         assert eb["sigma_period_derived"][b] >= eb["sigma"][b]
 
 
+def test_sparse_curves_with_their_period_alone_are_fitted_not_searched(project, scoring_model):
+    """Curves cut to 13 epochs, sent with the catalogue period but no epoch of maximum or type:
+    every one scored at that period (not lost to a search its few epochs cannot win), about as
+    the same curves with the catalogue's epoch of maximum and type."""
+    stars = pd.read_parquet(project / "data/raw/stars.parquet")
+    ids = stars.sort_values("n_epochs_g")["source_id"].to_numpy()[-8:]
+    full = long_form(project, ids)
+    full = full[~full["rejected"]]
+    keep = full.assign(r=np.random.default_rng(5).random(len(full))).groupby(
+        "source_id")["r"].rank(method="first") <= 13
+    cut = full[keep.to_numpy()].reset_index(drop=True)
+    alone = cut.assign(epoch_max=np.nan, type=None)
+    out = score_request(read_request(alone), scoring_model)
+    assert (out["status"] == "ok").all(), out["status"].tolist()
+    assert not out["period_derived"].any() and (out["n_epochs"] == 13).all()
+    truth = stars.set_index("source_id").loc[out["source_id"]]
+    assert np.array_equal(out["period"].to_numpy(), truth["period"].to_numpy())
+    given = score_request(read_request(cut), scoring_model)
+    assert np.median(np.abs(out["feh"] - given["feh"])) < 0.1
+    assert np.mean(out["type"].to_numpy() == truth["type"].to_numpy()) >= 0.75
+
+
 def test_bad_stars_get_a_status_and_leave_the_good_ones_alone(project, scoring_model):
     stars = pd.read_parquet(project / "data/raw/stars.parquet")
     good = stars["source_id"].to_numpy()[:3]

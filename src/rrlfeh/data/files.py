@@ -130,6 +130,7 @@ def complete_stars(catalogue: pd.DataFrame | None, epochs: pd.DataFrame,
         if col not in stars.columns:
             stars[col] = pd.Series(None, index=stars.index, dtype=object) if col == "type" \
                 else np.nan
+    stars["type"] = stars["type"].astype(object)  # an all-empty column reads as float
     counts = clean_epoch_counts(epochs).reindex(stars["source_id"]).fillna(0).to_numpy()
     stars["n_epochs_g"] = stars["n_epochs_g"].fillna(pd.Series(counts, index=stars.index))
 
@@ -141,10 +142,14 @@ def complete_stars(catalogue: pd.DataFrame | None, epochs: pd.DataFrame,
         ids = stars.loc[need, "source_id"]
         sub = epochs[epochs["source_id"].isin(ids)]
         sub_bands = bands[bands["source_id"].isin(ids)] if bands is not None else None
-        derived = derive_light_curve_parameters(sub, bands=sub_bands, **dict(derive_kwargs))
+        given = stars.loc[need & stars["period"].notna().to_numpy()]  # fitted at, not searched
+        periods = dict(zip(given["source_id"], given["period"], strict=True))
+        derived = derive_light_curve_parameters(sub, bands=sub_bands, periods=periods,
+                                                **dict(derive_kwargs))
         derived = derived.set_index("source_id")
         derived = derived.reindex(stars["source_id"])
-        # A derived value is only as good as its fit; the others follow the derived period.
+        # A derived value is only as good as its fit; the others follow the (given or derived)
+        # period.
         for col, flag in DERIVABLE.items():
             fill = (missing[col].to_numpy() & derived["fit_ok"].fillna(False).to_numpy(bool)
                     & derived[col].notna().to_numpy())  # phi31 needs >= 3 harmonics

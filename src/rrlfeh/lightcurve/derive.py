@@ -11,7 +11,9 @@ processes in chunks of stars.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,12 +36,24 @@ COLUMNS: dict[str, str] = {
     "n_epochs_g": "int64",
     "n_clipped": "int64",
     "type": "string",
-    "period_bands": "string",  # bands the period came from: 'G' or e.g. 'G+BP+RP'
+    "period_bands": "string",  # where the period came from: 'G', e.g. 'G+BP+RP', or 'given'
     "fit_ok": "bool",
     "fit_reason": "string",
 }
 _VALUES = ("period", "epoch_max", "amplitude_g", "mean_mag_g", "phi31_g", "phi31_g_error",
            "r21_g")
+GIVEN = "given"  # period_bands of a star whose period was given, not searched
+
+
+@dataclass(frozen=True)
+class GivenPeriod:
+    """A period the caller knows (a catalogue's): fitted at, never searched, so a sparse curve
+    with a known period is not lost to a search its few epochs cannot win."""
+
+    period: float
+    false_alarm: float = 0.0
+    at_edge: bool = False
+    bands: tuple[str, ...] = (GIVEN,)
 
 
 def clean_mask(epochs: pd.DataFrame) -> np.ndarray:
@@ -85,16 +99,20 @@ def derive_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, *,
 
 
 def _search_star(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray,
-                 other_bands: BandPoints | None, kw: dict[str, Any]
-                 ) -> tuple[dict[str, Any], Any]:
+                 other_bands: BandPoints | None, kw: dict[str, Any],
+                 period: float = np.nan) -> tuple[dict[str, Any], Any]:
     """The row of a star before its Fourier fit, and its period search's result (None, the
-    reason in the row, where the star has too few epochs or the search fails)."""
+    reason in the row, where the star has too few epochs or the search fails); a finite
+    `period` is taken as given (`GivenPeriod`), not searched."""
     out: dict[str, Any] = dict.fromkeys(_VALUES, np.nan)
     out.update(n_epochs_g=len(t), n_clipped=0, type="", period_bands="", fit_ok=False,
                fit_reason="")
     if len(t) < kw["min_epochs"]:
         out["fit_reason"] = f"too few clean G epochs ({len(t)} < {kw['min_epochs']})"
         return out, None
+    if np.isfinite(period):
+        out["period_bands"] = GIVEN
+        return out, GivenPeriod(float(period))
     search_kw = {k: kw[k] for k in SEARCH_KNOBS}
     try:
         found = _search(t, mag, sigma, other_bands, search_kw)
@@ -157,14 +175,15 @@ def _search(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, other_bands: Band
                                np.r_[np.full(len(t), "G"), np.asarray(label, str)], **search_kw)
 
 
-Star = tuple[int, np.ndarray, np.ndarray, np.ndarray, BandPoints | None]
+# source_id, G time, mag, sigma, BP/RP points, the given period (NaN: search it)
+Star = tuple[int, np.ndarray, np.ndarray, np.ndarray, BandPoints | None, float]
 
 
 def _derive_many(stars: list[Star], kw: dict[str, Any]) -> list[dict[str, Any]]:
     """`derive_star` of every star of a chunk: each period searched, then the Fourier fits of
     all at once (`fit_stars`: the same fits to rounding, a fraction of the time); a star the
     batch cannot fit is fitted alone, for its reason."""
-    searched = [(sid, t, m, s, *_search_star(t, m, s, b, kw)) for sid, t, m, s, b in stars]
+    searched = [(sid, t, m, s, *_search_star(t, m, s, b, kw, p)) for sid, t, m, s, b, p in stars]
     todo = [r for r in searched if r[5] is not None]
     batch = None
     if todo:
@@ -230,6 +249,7 @@ def _other_bands(bands: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 def derive_light_curve_parameters(epochs: pd.DataFrame, *, bands: pd.DataFrame | None = None,
+                                  periods: Mapping[int, float] | None = None,
                                   min_period: float = 0.2,
                                   max_period: float = 1.0, min_epochs: int = 12,
                                   max_false_alarm: float = 1e-3, sigma_floor: float = 0.0,
@@ -251,6 +271,8 @@ def derive_light_curve_parameters(epochs: pd.DataFrame, *, bands: pd.DataFrame |
 
     `bands`: BP/RP epochs (schema.EPOCHS columns plus `band`, 'BP' or 'RP'); the clean ones of a
     star join its clean G epochs in the period search (`search_period_bands`), nothing else.
+    `periods`: known periods by source_id (a catalogue's): those stars are not searched; the rest
+    (epoch of maximum, type, ...) is fitted at the given period (period_bands 'given').
 
     Rows with `rejected`, non-finite time/mag/flux/flux_error or non-positive flux/flux_error
     are left out of the fit. Magnitude errors are 1.0857 flux_error/flux, with `sigma_floor`
@@ -280,13 +302,15 @@ def derive_light_curve_parameters(epochs: pd.DataFrame, *, bands: pd.DataFrame |
     bounds, g = _star_slices(epochs, sigma_floor)
     b_bounds, b = _star_slices(other, sigma_floor) if other is not None else ({}, {})
     empty = np.empty(0)
+    known = {} if periods is None else periods
     stars: list[Star] = []
     for s in ids.tolist():
         i, j = bounds.get(s, (0, 0))
         k, m = b_bounds.get(s, (0, 0))
         points = (b["t"][k:m], b["mag"][k:m], b["sigma"][k:m], b["band"][k:m]) if m > k else None
-        stars.append((s, g["t"][i:j], g["mag"][i:j], g["sigma"][i:j], points) if j > i
-                     else (s, empty, empty, empty, None))
+        p = float(known.get(s, np.nan))
+        stars.append((s, g["t"][i:j], g["mag"][i:j], g["sigma"][i:j], points, p) if j > i
+                     else (s, empty, empty, empty, None, p))
 
     chunks = [stars[i:i + chunk_size] for i in range(0, len(stars), chunk_size)]
     if n_jobs == 1 or len(chunks) <= 1:

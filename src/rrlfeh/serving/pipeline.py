@@ -143,8 +143,9 @@ def _usable_epochs(req: Request) -> np.ndarray:
 def _derive(req: Request, out: pd.DataFrame, epoch_max: np.ndarray, status: np.ndarray,
             need: np.ndarray, knobs: Mapping[str, Any], n_jobs: int) -> None:
     """Period, epoch of maximum and type from the light curve where the request lacks them
-    (rrlfeh.lightcurve.derive, the acquire stage's own code and knobs); the stars' BP/RP
-    epochs, where sent, join G in the period search only."""
+    (rrlfeh.lightcurve.derive, the acquire stage's own code and knobs); a star sent with its
+    period but not its epoch of maximum or type is fitted at that period, not searched; the
+    stars' BP/RP epochs, where sent, join G in the period search only."""
     from rrlfeh.lightcurve.derive import derive_light_curve_parameters
 
     ids = out["source_id"].to_numpy()[need]
@@ -169,7 +170,10 @@ def _derive(req: Request, out: pd.DataFrame, epoch_max: np.ndarray, status: np.n
         b = req.bands[req.bands["source_id"].isin(ids)]
         bands = as_epochs(b).assign(band=b["band"].to_numpy()) if len(b) else None
     kw = {k: v for k, v in knobs.items() if k != "n_jobs"}
-    derived = derive_light_curve_parameters(epochs, bands=bands, n_jobs=max(1, n_jobs), **kw)
+    given = out["period"].to_numpy(float)[need]  # a given period is fitted at, not searched
+    derived = derive_light_curve_parameters(
+        epochs, bands=bands, periods=dict(zip(ids.tolist(), given.tolist(), strict=True)),
+        n_jobs=max(1, n_jobs), **kw)
     derived = derived.set_index("source_id").reindex(ids)
     rows = np.flatnonzero(need)
     ok = derived["fit_ok"].fillna(False).to_numpy(bool)
