@@ -1,10 +1,11 @@
-"""feh_std with and without the fit's quality scale (`served.residual_scales`), judged on stars
-it was not calibrated on: the out-of-fold residuals of a finished run (the calibration rows of
-`train`), the training stars split in two by star for several seeds, each half judged with the
-scatter (and scale) calibrated on the other half. Prints, per type and bin of epoch counts,
-the held-out mean negative log-likelihood (Gaussian; lower is better: a proper score of the
-whole error, not only its coverage) and the shares within ±1 and ±2 feh_std, without the
-scale / with it.
+"""feh_std without the fit's qualities, with φ31's error alone, and with φ31's error and the
+disagreement of its estimates (`served.residual_scales`, what `train` calibrates), judged on
+stars it was not calibrated on: the out-of-fold residuals of a finished run (the calibration
+rows of `train`), the training stars split in two by star for several seeds, each half judged
+with the scatter (and scales) calibrated on the other half. Prints, per type and bin of epoch
+counts, the held-out mean negative log-likelihood (Gaussian; lower is better: a proper score of
+the whole error, not only its coverage) and the shares within ±1 and ±2 feh_std, for the three
+in that order.
 
 Run after `make repro` (the default) or `make realdata` (the workspace then holds the real
 run's arrays and fold predictions):
@@ -52,30 +53,33 @@ def main() -> None:
         res = oof["served_oof"].to_numpy()[cal] - data.y[cal]
         b, star, q = bins[cal], data.source_id[cal], fit_quality(data)[cal]
         n_bins = len(edges) - 1
-        print(f"\n{kind}: {cal.sum()} out-of-fold curves; per bin: held-out NLL without / with "
-              "the scale, ±1 and ±2 shares without / with")
-        better = cases = 0
+        print(f"\n{kind}: {cal.sum()} out-of-fold curves; per bin: held-out NLL, ±1 and ±2 "
+              "shares, each without the qualities / φ31's error alone / both")
+        wins = np.zeros(3, int)
+        cases = 0
         for seed in args.seeds:
             zero = np.zeros(res.size)  # the members' spread left out (see above)
-            t0 = held_out_errors(res, zero, b, star, n_bins, seed)
-            t1 = held_out_errors(res, zero, b, star, n_bins, seed, q)
+            totals = [held_out_errors(res, zero, b, star, n_bins, seed),
+                      held_out_errors(res, zero, b, star, n_bins, seed, q[:, 0]),
+                      held_out_errors(res, zero, b, star, n_bins, seed, q)]
             print(f"  halves seed {seed}")
             for i in range(n_bins):
                 m = b == i
                 if not m.any():
                     continue
                 nll = [float(np.mean(np.log(t[m]) + 0.5 * (res[m] / t[m]) ** 2))
-                       for t in (t0, t1)]
-                c1 = [100 * np.mean(np.abs(res[m]) <= t[m]) for t in (t0, t1)]
-                c2 = [100 * np.mean(np.abs(res[m]) <= 2 * t[m]) for t in (t0, t1)]
+                       for t in totals]
+                c1 = [100 * np.mean(np.abs(res[m]) <= t[m]) for t in totals]
+                c2 = [100 * np.mean(np.abs(res[m]) <= 2 * t[m]) for t in totals]
                 hi = "" if edges[i + 1] >= 1e5 else f"{edges[i + 1]:g}"
                 print(f"    {edges[i]:g}-{hi:>4} epochs, {int(m.sum()):4d} curves: NLL "
-                      f"{nll[0]:+.3f} / {nll[1]:+.3f}   ±1 {c1[0]:.1f} / {c1[1]:.1f} %   "
-                      f"±2 {c2[0]:.1f} / {c2[1]:.1f} %")
-                better += nll[1] < nll[0] - 1e-9
-                cases += abs(nll[1] - nll[0]) > 1e-9
-        print(f"  the scale gives a better held-out NLL in {better} of {cases} (bin, seed) cases "
-              "where the two differ")
+                      + " / ".join(f"{v:+.3f}" for v in nll) + "   ±1 "
+                      + " / ".join(f"{v:.1f}" for v in c1) + " %   ±2 "
+                      + " / ".join(f"{v:.1f}" for v in c2) + " %")
+                wins[int(np.argmin(nll))] += 1
+                cases += 1
+        print(f"  best held-out NLL of the {cases} (bin, seed) cases: without the qualities "
+              f"{wins[0]}, φ31's error alone {wins[1]}, both {wins[2]}")
 
 
 if __name__ == "__main__":

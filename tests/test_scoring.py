@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from rrlfeh.preprocess.network_input import PHI31_ERROR_UNKNOWN
+from rrlfeh.preprocess.network_input import PHI31_CENTRE, PHI31_ERROR_UNKNOWN
 from rrlfeh.serving.inputs import read_request
 from rrlfeh.serving.pipeline import ScoringModel, score_request
 
@@ -54,7 +54,7 @@ def served_by_hand(manifest: dict, net: np.ndarray, spread: np.ndarray, star: di
     """(served [Fe/H], its spread, feh_std) computed from the manifest by hand, star by star:
     the bin of the curve's epoch count, w·network + (1 − w)·(the line, or the bin's plane on
     inputs clipped to the training range), and the bin's calibrated residual sigma with its
-    scale times the curve's φ31 error."""
+    scales times the curve's φ31 error and the disagreement of its φ31 estimates."""
     stack, line, eb = manifest["stack"], manifest["relation"], manifest["error_bins"]
     mean, sp, std = [], [], []
     for i in range(len(n)):
@@ -72,9 +72,24 @@ def served_by_hand(manifest: dict, net: np.ndarray, spread: np.ndarray, star: di
         mean.append(w * net[i] + (1 - w) * rel)
         sp.append(w * spread[i])
         e = next(j for j in range(len(eb["sigma"])) if eb["edges"][j] <= n[i] < eb["edges"][j + 1])
-        kq = eb["quality_scale"][e] * star["phi31_error"][i]
-        std.append(float(np.sqrt(sp[-1] ** 2 + kq**2 + eb["sigma"][e] ** 2)))
+        kq2 = sum((k * star[name][i]) ** 2
+                  for k, name in zip(eb["quality_scale"][e], eb["quality"], strict=True))
+        std.append(float(np.sqrt(sp[-1] ** 2 + kq2 + eb["sigma"][e] ** 2)))
     return np.array(mean), np.array(sp), np.array(std)
+
+
+def disagreement_by_hand(curves: np.ndarray, star: dict) -> np.ndarray:
+    """How far the smooth curve's φ31 (its discrete Fourier phases, φ3 − 3φ1, the same centre)
+    and the template's lie from the served φ31, in quadrature, star by star."""
+    out = []
+    for i, curve in enumerate(curves.astype(float)):
+        k = np.arange(len(curve)) / len(curve)
+        phase = [np.angle(np.sum(curve * np.exp(-2j * np.pi * h * k))) for h in (1, 3)]
+        smooth = phase[1] - 3 * phase[0] - PHI31_CENTRE
+        apart = [abs(np.angle(np.exp(1j * (star["phi31"][i] - other))))
+                 for other in (smooth, star["phi31_template"][i])]
+        out.append(float(np.hypot(*apart)))
+    return np.array(out)
 
 
 def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model):
@@ -90,6 +105,7 @@ def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model
                     "phi31_template": d["star_phi31_template"][own],
                     "r21_template": d["star_r21_template"][own],
                     "phi31_error": d["star_phi31_error"][own]}
+            star["phi31_disagreement"] = disagreement_by_hand(x[:, :, 0], star)
         net, spread = ens.predict(x)  # member by member, not fused
         mean, spread, std = served_by_hand(ens.manifest, net, spread, star, n)
         out = score_request(read_request(long_form(project, ids)), scoring_model)
@@ -146,10 +162,14 @@ def test_derived_periods_when_the_request_has_none(project, scoring_model):
         assert len(eb["sigma_period_derived"]) == len(eb["sigma"])
         b = next(j for j in range(len(eb["sigma"]))
                  if eb["edges"][j] <= out["n_epochs"][i] < eb["edges"][j + 1])
-        # beside the bin's scatter, its scale times the curve's φ31 error (at most the unknown's)
+        # beside the bin's scatter, its scales times the curve's φ31 error (at most the
+        # unknown's) and disagreement
+        # (the disagreement of φ31 estimates is at most π√2)
+        most = [PHI31_ERROR_UNKNOWN, np.pi * np.sqrt(2)]
         for answer, sigma in ((out, eb["sigma_period_derived"][b]), (given, eb["sigma"][b])):
             kq2 = answer["feh_std"][i] ** 2 - answer["feh_spread"][i] ** 2 - sigma**2
-            assert -1e-9 <= kq2 <= (eb["quality_scale"][b] * PHI31_ERROR_UNKNOWN) ** 2 + 1e-9
+            limit = sum((k * m) ** 2 for k, m in zip(eb["quality_scale"][b], most, strict=True))
+            assert -1e-9 <= kq2 <= limit + 1e-9
         assert eb["sigma_period_derived"][b] >= eb["sigma"][b]
 
 

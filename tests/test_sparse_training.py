@@ -281,6 +281,34 @@ def test_feh_std_grows_with_the_fit_quality_where_the_residuals_do():
     assert k_none[0] <= 0.1
 
 
+def test_feh_std_takes_a_scale_for_each_fit_quality():
+    """Residuals N(0, sqrt(0.05² + (0.8 q1)² + (0.5 q2)²)) with two independent qualities a
+    curve: the scales found are near (0.8, 0.5) dex/rad, one a quality, and the errors hold 68 %
+    and 95 % on fresh draws; a second quality unrelated to the residuals gets (almost) none."""
+    rng = np.random.default_rng(12)
+    n = 3000
+
+    def draw(size: int, k2: float) -> tuple[np.ndarray, np.ndarray]:
+        q = np.column_stack([rng.lognormal(np.log(0.08), 0.8, size),
+                             rng.lognormal(np.log(0.1), 0.8, size)])
+        return rng.standard_normal(size) * np.sqrt(0.05**2 + (0.8 * q[:, 0]) ** 2
+                                                   + (k2 * q[:, 1]) ** 2), q
+
+    res, q = draw(n, 0.5)
+    bins = np.zeros(n, int)
+    sigma, k = residual_scales(res, np.zeros(n), bins, 1, q)
+    assert len(k[0]) == 2
+    assert k[0][0] == pytest.approx(0.8, abs=0.12) and k[0][1] == pytest.approx(0.5, abs=0.12)
+    fresh, fresh_q = draw(20000, 0.5)
+    total = np.hypot(quality_spread(np.zeros(20000), fresh_q, k, np.zeros(20000, int)),
+                     sigma[0])
+    assert abs(np.mean(np.abs(fresh) <= total) - 0.683) < 0.03
+    assert abs(np.mean(np.abs(fresh) <= 2 * total) - 0.954) < 0.02
+    res, q = draw(n, 0.0)
+    _, k_none = residual_scales(res, np.zeros(n), bins, 1, q)
+    assert k_none[0][0] == pytest.approx(0.8, abs=0.12) and k_none[0][1] <= 0.1
+
+
 def test_bins_of_full_curves_serve_the_line():
     """A bin holding stars' own curves serves the line there (their labels are the line of
     those very epochs), with the network's weight chosen on them alone: the last step of

@@ -6,8 +6,9 @@ Optional per-star channels, the same value at every step, give the network what 
 standardisation removes or what the classical relations use: the period, φ31 and R21 of the
 Fourier fit of the star's own epochs (`rrlfeh.lightcurve.features`, the fit the classical
 relations are measured on; the smooth curve's where the epochs are too few for a 3-harmonic fit),
-φ31's uncertainty, and the smooth curve's peak-to-peak amplitude. `star_values` gives them, so
-training, scoring, serving and the baselines see the same numbers.
+φ31's uncertainty, and the smooth curve's peak-to-peak amplitude. `star_values` gives them (and
+the fit qualities `feh_std` grows with), so training, scoring, serving and the baselines see the
+same numbers.
 """
 
 from __future__ import annotations
@@ -57,10 +58,13 @@ def star_values(pc: ProcessedCurves) -> dict[str, np.ndarray]:
     has_fit = np.isfinite(fit_phi31) & np.isfinite(pc.r21)
     phi31 = np.where(has_fit, fit_phi31, smooth_phi31)
     r21 = np.where(has_fit, pc.r21, smooth_r21)
+    templates = template_values(pc.phi31_template, pc.r21_template, phi31, r21)
     return {"period_d": np.asarray(pc.period, float), "phi31": phi31, "r21": r21,
             "amplitude_mag": np.asarray(pc.amplitude, float),
             "phi31_error": clipped_phi31_error(pc.phi31_error, has_fit),
-            **template_values(pc.phi31_template, pc.r21_template, phi31, r21)}
+            "phi31_disagreement": phi31_disagreement(phi31, smooth_phi31,
+                                                     templates["phi31_template"]),
+            **templates}
 
 
 def clipped_phi31_error(error: np.ndarray, has_fit: np.ndarray) -> np.ndarray:
@@ -69,6 +73,21 @@ def clipped_phi31_error(error: np.ndarray, has_fit: np.ndarray) -> np.ndarray:
     err = np.asarray(error, float)
     ok = np.asarray(has_fit, bool) & np.isfinite(err)
     return np.where(ok, np.minimum(err, PHI31_ERROR_UNKNOWN), PHI31_ERROR_UNKNOWN)
+
+
+def phi31_disagreement(phi31: np.ndarray, smooth_phi31: np.ndarray,
+                       phi31_template: np.ndarray) -> np.ndarray:
+    """How far the curve's other φ31 estimates lie from its φ31 (rad, all centred): the smooth
+    curve's and the dense shapes' (`template_values`), in quadrature, 0 where one is the value
+    itself or unknown. A second fit quality `feh_std` grows with: where a curve's estimates
+    disagree its φ31 is unsure, whatever the fit's formal error says."""
+    phi31 = np.asarray(phi31, float)
+
+    def apart(other: np.ndarray) -> np.ndarray:
+        d = np.abs(np.angle(np.exp(1j * (phi31 - np.asarray(other, float)))))
+        return np.where(np.isfinite(d), d, 0.0)
+
+    return np.hypot(apart(smooth_phi31), apart(phi31_template))
 
 
 def template_values(phi31_template: np.ndarray | None, r21_template: np.ndarray | None,

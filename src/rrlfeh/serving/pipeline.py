@@ -251,8 +251,7 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     out.loc[at, "feh"] = mean
     out.loc[at, "feh_spread"] = spread
     out.loc[at, "feh_std"] = ens.total_error(spread, pc.n_epochs,
-                                             out["period_derived"].to_numpy(bool)[at],
-                                             values["phi31_error"])
+                                             out["period_derived"].to_numpy(bool)[at], values)
     out.loc[at, "n_epochs"] = pc.n_epochs
     amplitude[at] = pc.amplitude
 
@@ -286,6 +285,7 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
     from rrlfeh.preprocess.network_input import (
         centred_phi31,
         clipped_phi31_error,
+        phi31_disagreement,
         template_values,
     )
     from rrlfeh.training.served import relation_alone
@@ -314,7 +314,11 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
         status[row] = ""
         notes[row] = f"{reason}: no curve for the network, [Fe/H] from the classical relation alone"
         out.loc[row, ["feh", "feh_spread", "n_epochs"]] = [feh, 0.0, n]
-        quality = clipped_phi31_error([f["phi31_error"]], np.isfinite(fit[0]) & np.isfinite(fit[1]))
+        # its fit qualities (no smooth curve: the fit's φ31 stands in for the smooth one's)
+        quality = {"phi31_error": clipped_phi31_error([f["phi31_error"]],
+                                                      np.isfinite(fit[0]) & np.isfinite(fit[1])),
+                   "phi31_disagreement": phi31_disagreement(fit[0], fit[0],
+                                                            values["phi31_template"])}
         out.loc[row, "feh_std"] = float(ens.total_error(
             np.zeros(1), np.array([n]), np.array([bool(out.at[row, "period_derived"])]),
             quality)[0])

@@ -308,7 +308,10 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
     held = eb.get("coverage_held_out")
     held_derived = eb.get("coverage_period_derived_held_out") if derived else None
     scale = eb.get("quality_scale")
-    md = ["| epochs | curves (out of fold) | s (dex) |" + (" k (dex/rad) |" if scale else "")
+    two = bool(scale) and isinstance(scale[0], list)  # a scale for each of the fit's qualities
+    md = ["| epochs | curves (out of fold) | s (dex) |"
+          + ((" k φ31 error / k disagreement (dex/rad) |" if two else " k (dex/rad) |")
+             if scale else "")
           + " within ±1 feh_std | within ±2 |"
           + (" held-out half: ±1 / ±2 |" if held else "")
           + (" period shifts | s without a period (dex) | pairs within ±1 |" if derived else "")
@@ -321,7 +324,8 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
         if c is None:
             continue
         row = (f"| {edges[i]:g}–{hi} | {c['n']} | {s:.3f} | "
-               + (f"{scale[i]:.2f} | " if scale else "")
+               + ((" / ".join(f"{k:.2f}" for k in scale[i]) if two else f"{scale[i]:.2f}")
+                  + " | " if scale else "")
                + f"{100 * c['within_1sigma']:.1f} % | {100 * c['within_2sigma']:.1f} % |")
         if held:
             h = held[i]
@@ -336,7 +340,14 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
             row += (f" {100 * h['within_1sigma']:.1f} % / {100 * h['within_2sigma']:.1f} % |"
                     if h else " |")
         md.append(row)
-    if scale:
+    if two:
+        md += ["", "feh_std = sqrt(spread² + (k₁·σφ31)² + (k₂·Δφ31)² + s²): per bin, k₁ the "
+               "scale of each curve's φ31 error from its Fourier fit, k₂ that of Δφ31, how far "
+               "its other φ31 estimates (the smooth curve's, the dense shapes') lie from it (0: "
+               "it says nothing there), chosen with s as the set under which the bin's "
+               "out-of-fold residuals are likeliest (`served.residual_scales`); a noisy or "
+               "ambiguous fit gets a wider error than a clean curve of as many epochs."]
+    elif scale:
         md += ["", "feh_std = sqrt(spread² + (k·σφ31)² + s²): k, per bin, the scale of each "
                "curve's φ31 error from its Fourier fit (0: it says nothing there), chosen "
                "with s as the pair under which the bin's out-of-fold residuals are likeliest "

@@ -145,12 +145,14 @@ def held_out_coverage(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray
 
 
 def fit_quality(data) -> np.ndarray:
-    """Each curve's fit quality `feh_std` grows with (served.QUALITY: φ31's error, as the
-    network's channels carry it); arrays written before it was kept count as unknown."""
+    """Each curve's fit qualities `feh_std` grows with (served.QUALITY, as
+    `network_input.star_values` gives them), (curves, qualities); arrays written before one
+    was kept count as unknown there (φ31's error) or as none (the disagreement)."""
     from rrlfeh.preprocess.network_input import PHI31_ERROR_UNKNOWN
 
-    q = getattr(data, QUALITY)
-    return np.full(len(data), PHI31_ERROR_UNKNOWN) if q is None else np.asarray(q, float)
+    unknown = {"phi31_error": PHI31_ERROR_UNKNOWN, "phi31_disagreement": 0.0}
+    return np.column_stack([np.full(len(data), unknown[name]) if getattr(data, name) is None
+                            else np.asarray(getattr(data, name), float) for name in QUALITY])
 
 
 def calibration_edges(stack_edges: list[float], n_epochs: np.ndarray) -> list[float]:
@@ -306,7 +308,8 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         sigma, scale = residual_scales(served_oof[cal] - data.y[cal], spread[cal], bins[cal],
                                        len(edges) - 1, quality[cal])
         manifest["error_bins"] = {"edges": edges, "copies_min_origin_epochs": min_origin,
-                                  "sigma": sigma, "quality": QUALITY, "quality_scale": scale}
+                                  "sigma": sigma, "quality": list(QUALITY),
+                                  "quality_scale": scale}
         ens.manifest = manifest
         err = ens.total_error(spread, data.n_epochs, quality=quality)
         manifest["error_bins"]["coverage_oof"] = [

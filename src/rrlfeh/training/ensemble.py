@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,11 +105,14 @@ class Ensemble:
 
     def total_error(self, spread: np.ndarray, n_epochs: np.ndarray | None = None,
                     period_derived: np.ndarray | None = None,
-                    quality: np.ndarray | None = None) -> np.ndarray:
+                    quality: Mapping[str, np.ndarray] | np.ndarray | None = None
+                    ) -> np.ndarray:
         """Per-star [Fe/H] error: the spread and the residual scatter of the out-of-fold
         predictions that the spread does not explain, in quadrature: per bin of epoch counts
         where the manifest has `error_bins` (`served.residual_scales`: the bin's scatter, and
-        its `quality_scale` times each curve's fit `quality` (φ31's error) where both are given;
+        its `quality_scale`s times each curve's fit qualities where both are given; `quality`:
+        the curves' star values by name (the manifest's `quality` names are read) or their
+        columns in that order;
         for the rows flagged in `period_derived`, the bin's `sigma_period_derived` where it has
         one: `period_error.derived_sigmas`), else it falls with the number of epochs where the
         manifest has its `residual_model` (see `residual_model`) and `n_epochs` is given, else
@@ -118,12 +121,14 @@ class Ensemble:
         rm = self.manifest.get("residual_model")
         eb = self.manifest.get("error_bins")
         if eb is not None and n_epochs is not None:  # calibrated per bin of epoch counts
-            from rrlfeh.training.served import bin_index, quality_spread
+            from rrlfeh.training.served import bin_index, quality_matrix, quality_spread
 
             b = bin_index(n_epochs, eb["edges"])
-            if quality is None and any(eb.get("quality_scale") or []):
+            if quality is None and np.any(np.asarray(eb.get("quality_scale") or [], float)):
                 raise ValueError("feh_std of this model grows with the fit's quality "
                                  f"({eb.get('quality')}): pass it")
+            if isinstance(quality, Mapping):
+                quality = quality_matrix(quality, eb.get("quality", "phi31_error"))
             spread = quality_spread(spread, quality, eb.get("quality_scale"), b)
             var = np.asarray(eb["sigma"], float)[b] ** 2
             if period_derived is not None and "sigma_period_derived" in eb:
