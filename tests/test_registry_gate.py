@@ -40,6 +40,24 @@ def test_equal_is_not_promoted():
     assert not gate(tags(0.3, 0.4), tags(0.3, 0.4), "1").promote
 
 
+def test_a_tie_goes_to_the_errors_that_fit_held_out_stars_better():
+    """Equal out-of-fold RMSE (the same values, e.g. a new feh_std calibration): promoted only
+    if no type's held-out feh_std NLL is worse and one is lower; unknown on either side keeps
+    the champion."""
+    def with_nll(t: dict[str, str], rrab: float, rrc: float) -> dict[str, str]:
+        return {**t, "RRab.feh_std_held_out_nll": f"{rrab:.6f}",
+                "RRc.feh_std_held_out_nll": f"{rrc:.6f}"}
+
+    d = gate(with_nll(tags(0.3, 0.4), -1.60, -1.20), with_nll(tags(0.3, 0.4), -1.50, -1.20), "4")
+    assert d.promote and "RRab NLL -1.6000 < -1.5000" in d.reason and "v4" in d.reason
+    assert not gate(with_nll(tags(0.3, 0.4), -1.60, -1.10), with_nll(tags(0.3, 0.4), -1.50, -1.20),
+                    "4").promote  # worse on RRc
+    assert not gate(with_nll(tags(0.3, 0.4), -1.60, -1.20), tags(0.3, 0.4), "4").promote
+    # an RMSE that is worse is not rescued by the errors
+    assert not gate(with_nll(tags(0.31, 0.4), -9.0, -9.0), with_nll(tags(0.3, 0.4), -1.5, -1.2),
+                    "4").promote
+
+
 def test_other_stars_are_not_compared():
     d = gate(tags(0.1, 0.1, digest="new"), tags(0.3, 0.4), "2")
     assert not d.promote and "other RRab, RRc stars" in d.reason

@@ -99,6 +99,9 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
         own = data.originals()  # the same stars, whatever the copies
         settings["data_digest"][kind] = training_digest(own.source_id, own.y)
         settings["crossval"][kind] = {"n_stars": len(data), **manifest["crossval_metrics"]}
+        nll = manifest.get("error_bins", {}).get("held_out_nll")
+        if nll is not None:  # how well feh_std fits held-out stars: the gate's tie-break
+            settings["crossval"][kind]["feh_std_held_out_nll"] = float(nll)
     if not settings["types"]:
         raise FileNotFoundError(f"{final_dir}: no trained ensemble of any type (run `rrlfeh "
                                 "train` first)")
@@ -124,6 +127,24 @@ def model_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+NLL_TIE = 1e-3  # a held-out feh_std NLL this much lower decides an RMSE tie
+
+
+def _sharper_errors(candidate: Mapping[str, str], champion: Mapping[str, str],
+                    kinds: list[str]) -> str:
+    """Where the out-of-fold RMSEs tie: '' unless every type's held-out feh_std NLL is known on
+    both sides, none worse and one lower by NLL_TIE (a calibration that fits new stars better,
+    the same values); else what was lower."""
+    key = "{}.feh_std_held_out_nll"
+    if any(key.format(k) not in candidate or key.format(k) not in champion for k in kinds):
+        return ""
+    pairs = {k: (float(candidate[key.format(k)]), float(champion[key.format(k)])) for k in kinds}
+    if any(c > b for c, b in pairs.values()):
+        return ""
+    lower = [f"{k} NLL {c:.4f} < {b:.4f}" for k, (c, b) in pairs.items() if c < b - NLL_TIE]
+    return "; ".join(lower)
+
+
 def candidate_tags(settings: Mapping[str, Any], digest: str) -> dict[str, str]:
     """The version's tags: per type the out-of-fold and K-fold figures and the data digest."""
     tags = {"model_digest": digest, "types": ",".join(settings["types"])}
@@ -146,6 +167,8 @@ def candidate_tags(settings: Mapping[str, Any], digest: str) -> dict[str, str]:
         tags[f"{kind}.val_rmse_mean"] = f"{cv['val']['rmse']['mean']:.6f}"
         if "baseline_oof" in cv:
             tags[f"{kind}.relation_oof_rmse"] = f"{cv['baseline_oof']['rmse']:.6f}"
+        if "feh_std_held_out_nll" in cv:
+            tags[f"{kind}.feh_std_held_out_nll"] = f"{cv['feh_std_held_out_nll']:.6f}"
     return tags
 
 
@@ -206,6 +229,10 @@ def gate(candidate: Mapping[str, str], champion: Mapping[str, str] | None,
         return Decision(False, "not promoted: out-of-fold RMSE worse than champion "
                                f"v{champion_version} for {'; '.join(worse)}", compared)
     if not better:
+        sharper = _sharper_errors(candidate, champion, kinds)
+        if sharper:
+            return Decision(True, f"promoted over v{champion_version}: out-of-fold RMSE equal, "
+                                  f"feh_std fits held-out stars better ({sharper})", compared)
         return Decision(False, "not promoted: out-of-fold RMSE equal to champion "
                                f"v{champion_version}", compared)
     return Decision(True, f"promoted over v{champion_version}: out-of-fold RMSE "

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
-from rrlfeh.evaluation import coverage
+from rrlfeh.evaluation import coverage, gaussian_nll
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.lightcurve.templates import FILE as TEMPLATES
 from rrlfeh.lightcurve.templates import TemplateBank
@@ -140,8 +140,15 @@ def held_out_coverage(residual: np.ndarray, spread: np.ndarray, bins: np.ndarray
     """Per bin, the coverage of `residual_scales` on stars it was not calibrated on
     (`held_out_errors`): what the calibration promises a new star, not what it was fitted to."""
     total = held_out_errors(residual, spread, bins, star, n_bins, seed, quality)
-    return [coverage(np.asarray(residual, float)[bins == i], total[bins == i])
-            if (bins == i).any() else None for i in range(n_bins)]
+    return coverage_per_bin(residual, total, bins, n_bins)
+
+
+def coverage_per_bin(residual: np.ndarray, total: np.ndarray, bins: np.ndarray,
+                     n_bins: int) -> list[dict[str, float] | None]:
+    """`coverage` of the residuals by their errors in each bin (None for an empty bin)."""
+    residual = np.asarray(residual, float)
+    return [coverage(residual[bins == i], total[bins == i]) if (bins == i).any() else None
+            for i in range(n_bins)]
 
 
 def fit_quality(data) -> np.ndarray:
@@ -315,9 +322,12 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         manifest["error_bins"]["coverage_oof"] = [
             coverage(served_oof[m] - data.y[m], err[m]) if m.any() else None
             for m in (cal & (bins == i) for i in range(len(edges) - 1))]
-        manifest["error_bins"]["coverage_held_out"] = held_out_coverage(
-            served_oof[cal] - data.y[cal], spread[cal], bins[cal], data.source_id[cal],
-            len(edges) - 1, HELD_OUT_SEED, quality[cal])
+        held = held_out_errors(served_oof[cal] - data.y[cal], spread[cal], bins[cal],
+                               data.source_id[cal], len(edges) - 1, HELD_OUT_SEED, quality[cal])
+        manifest["error_bins"]["coverage_held_out"] = coverage_per_bin(
+            served_oof[cal] - data.y[cal], held, bins[cal], len(edges) - 1)
+        # the register gate's tie-break: how well feh_std fits stars it was not set on
+        manifest["error_bins"]["held_out_nll"] = gaussian_nll(served_oof[cal] - data.y[cal], held)
         write_json(manifest, out_dir / kind / MANIFEST)
         # the period-derived rows' calibration starts from the per-star part with the period
         oof_rows[kind] = (served_oof[cal] - data.y[cal],

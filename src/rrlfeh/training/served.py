@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rrlfeh.evaluation import gaussian_nll
 from rrlfeh.training.baseline import STACK_STEP, LinearRelation, relation_predict, rmse
 
 MIN_BIN_ROWS = 30       # fewer curves in a bin: merged into the next denser bin
@@ -290,12 +291,6 @@ def quality_spread(spread: np.ndarray, quality: np.ndarray | None,
     return np.sqrt(spread**2 + np.sum((k * q) ** 2, axis=1))
 
 
-def _gaussian_nll(res: np.ndarray, sigma: np.ndarray) -> float:
-    """The mean negative log-likelihood of residuals under N(0, sigma²) (constant dropped)."""
-    sigma = np.maximum(sigma, 1e-6)
-    return float(np.mean(np.log(sigma) + 0.5 * (res / sigma) ** 2))
-
-
 def _bin_scale(res: np.ndarray, sp: np.ndarray, quality: np.ndarray | None
                ) -> tuple[float, list[float]]:
     """(r, k) of one bin: for each k of the QUALITY_SCALES grid (one scale a quality column)
@@ -307,7 +302,7 @@ def _bin_scale(res: np.ndarray, sp: np.ndarray, quality: np.ndarray | None
         return r0, []
     q = np.asarray(quality, float).reshape(len(res), -1)
     grids = QUALITY_SCALES[: q.shape[1]]
-    best = (_gaussian_nll(res, np.sqrt(sp**2 + r0**2)), r0, [0.0] * q.shape[1])
+    best = (gaussian_nll(res, np.sqrt(sp**2 + r0**2)), r0, [0.0] * q.shape[1])
     for k in itertools.product(*grids):
         if not any(k):
             continue
@@ -316,7 +311,7 @@ def _bin_scale(res: np.ndarray, sp: np.ndarray, quality: np.ndarray | None
         total = np.sqrt(per_star**2 + r**2)
         if abs(np.mean(res <= total) - ONE_SIGMA) > ONE_SIGMA_SLACK:
             continue
-        nll = _gaussian_nll(res, total)
+        nll = gaussian_nll(res, total)
         if nll < best[0] - 1e-9:  # ties keep the smaller scales
             best = (nll, r, [float(v) for v in k])
     return best[1], best[2]
