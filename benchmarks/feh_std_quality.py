@@ -28,6 +28,7 @@ from rrlfeh.stages.train import (
     calibration_rows,
     fit_quality,
     held_out_errors,
+    served_template_epochs,
 )
 from rrlfeh.training.arrays import load_training_set
 from rrlfeh.training.served import bin_index
@@ -51,7 +52,8 @@ def main() -> None:
         bins = bin_index(data.n_epochs, edges)
         cal = calibration_rows(data, bins, args.min_origin_epochs)
         res = oof["served_oof"].to_numpy()[cal] - data.y[cal]
-        b, star, q = bins[cal], data.source_id[cal], fit_quality(data)[cal]
+        cap = served_template_epochs(args.root / f"models/final/{kind}")
+        b, star, q = bins[cal], data.source_id[cal], fit_quality(data, cap)[cal]
         n_bins = len(edges) - 1
         print(f"\n{kind}: {cal.sum()} out-of-fold curves; per bin: held-out NLL, ±1 and ±2 "
               "shares, each without the qualities / φ31's error alone / both")

@@ -78,7 +78,8 @@ def served_by_hand(manifest: dict, net: np.ndarray, spread: np.ndarray, star: di
     return np.array(mean), np.array(sp), np.array(std)
 
 
-def disagreement_by_hand(curves: np.ndarray, star: dict) -> np.ndarray:
+def disagreement_by_hand(curves: np.ndarray, phi31: np.ndarray,
+                         template: np.ndarray) -> np.ndarray:
     """How far the smooth curve's φ31 (its discrete Fourier phases, φ3 − 3φ1, the same centre)
     and the template's lie from the served φ31, in quadrature, star by star."""
     out = []
@@ -86,8 +87,7 @@ def disagreement_by_hand(curves: np.ndarray, star: dict) -> np.ndarray:
         k = np.arange(len(curve)) / len(curve)
         phase = [np.angle(np.sum(curve * np.exp(-2j * np.pi * h * k))) for h in (1, 3)]
         smooth = phase[1] - 3 * phase[0] - PHI31_CENTRE
-        apart = [abs(np.angle(np.exp(1j * (star["phi31"][i] - other))))
-                 for other in (smooth, star["phi31_template"][i])]
+        apart = [abs(np.angle(np.exp(1j * (phi31[i] - other)))) for other in (smooth, template[i])]
         out.append(float(np.hypot(*apart)))
     return np.array(out)
 
@@ -105,7 +105,12 @@ def test_scores_equal_the_ensemble_on_the_training_arrays(project, scoring_model
                     "phi31_template": d["star_phi31_template"][own],
                     "r21_template": d["star_r21_template"][own],
                     "phi31_error": d["star_phi31_error"][own]}
-            star["phi31_disagreement"] = disagreement_by_hand(x[:, :, 0], star)
+        # the served bank fits templates up to its max_epochs: above, a curve has none
+        bank = scoring_model.templates.get(kind)
+        cap = 0 if bank is None else bank.max_epochs
+        served_template = np.where(n <= cap, star["phi31_template"], star["phi31"])
+        star["phi31_disagreement"] = disagreement_by_hand(x[:, :, 0], star["phi31"],
+                                                          served_template)
         net, spread = ens.predict(x)  # member by member, not fused
         mean, spread, std = served_by_hand(ens.manifest, net, spread, star, n)
         out = score_request(read_request(long_form(project, ids)), scoring_model)

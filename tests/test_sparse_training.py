@@ -309,6 +309,41 @@ def test_feh_std_takes_a_scale_for_each_fit_quality():
     assert k_none[0][0] == pytest.approx(0.8, abs=0.12) and k_none[0][1] <= 0.1
 
 
+def test_training_qualities_are_the_served_ones():
+    """`train.fit_quality` gives each training curve the qualities the served model gives it:
+    the φ31 error as kept, and the disagreement of the smooth curve's φ31 (its discrete Fourier
+    phases, computed here by hand) and of the template's, the template only where the served
+    bank fits one (up to its max_epochs; the training arrays hold templates further up)."""
+    from rrlfeh.preprocess.network_input import PHI31_CENTRE
+    from rrlfeh.stages.train import fit_quality
+
+    rng = np.random.default_rng(4)
+    grid = np.arange(64) / 64
+    m = 4
+    x = np.zeros((m, 64, 2), np.float32)
+    for i in range(m):
+        x[i, :, 0] = (np.cos(2 * np.pi * grid + 0.3 * i) + 0.3 * np.cos(6 * np.pi * grid + i)
+                      + rng.normal(0, 0.01, 64))
+    n = np.array([20, 27, 28, 60])
+    phi31 = rng.uniform(-1, 1, m)
+    template = phi31 + np.array([0.2, -0.3, 0.4, 0.5])
+    error = np.array([0.1, 0.2, 1.0, 0.05])
+    data = TrainingSet("RRab", x, np.zeros(m), np.ones(m), np.zeros(m, int), np.arange(m), n,
+                       np.full(m, 0.6), np.zeros(m, bool), ("standardised_mag", "phase"),
+                       phi31, np.ones(m), error, np.ones(m), np.zeros(m, int), template,
+                       np.ones(m))
+    q = fit_quality(data, template_epochs=27)
+    assert np.array_equal(q[:, 0], error)
+    for i in range(m):
+        c = [np.sum(x[i, :, 0].astype(float) * np.exp(-2j * np.pi * h * grid)) for h in (1, 3)]
+        smooth = np.angle(c[1]) - 3 * np.angle(c[0]) - PHI31_CENTRE
+        apart = abs(np.angle(np.exp(1j * (phi31[i] - smooth))))
+        with_template = abs(np.angle(np.exp(1j * (phi31[i] - template[i])))) if n[i] <= 27 else 0
+        assert q[i, 1] == pytest.approx(np.hypot(apart, with_template), abs=1e-9)
+    no_bank = fit_quality(data, template_epochs=0)
+    assert np.all(no_bank[:, 1] <= q[:, 1] + 1e-12)
+
+
 def test_bins_of_full_curves_serve_the_line():
     """A bin holding stars' own curves serves the line there (their labels are the line of
     those very epochs), with the network's weight chosen on them alone: the last step of

@@ -52,7 +52,9 @@ def curve_arrays(pc: ProcessedCurves, channels: Sequence[str] = CHANNELS
         "spline_edf": pc.edf, "spline_resid_rms": pc.resid_rms, "spline_gcv": pc.gcv,
         "max_phase_gap": pc.max_phase_gap, "phase_shift": pc.phase_shift,
         # the per-star features as the network's channels carry them (the baselines' inputs)
-        **{f"star_{k}": v for k, v in values.items() if k != "period_d"},
+        # (not the disagreement of φ31's estimates: train recomputes it with the served bank)
+        **{f"star_{k}": v for k, v in values.items()
+           if k not in ("period_d", "phi31_disagreement")},
         "fourier_harmonics": pc.fourier_harmonics,
     }
 

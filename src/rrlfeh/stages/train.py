@@ -151,15 +151,35 @@ def coverage_per_bin(residual: np.ndarray, total: np.ndarray, bins: np.ndarray,
             for i in range(n_bins)]
 
 
-def fit_quality(data) -> np.ndarray:
-    """Each curve's fit qualities `feh_std` grows with (served.QUALITY, as
-    `network_input.star_values` gives them), (curves, qualities); arrays written before one
-    was kept count as unknown there (φ31's error) or as none (the disagreement)."""
-    from rrlfeh.preprocess.network_input import PHI31_ERROR_UNKNOWN
+def fit_quality(data, template_epochs: float) -> np.ndarray:
+    """Each curve's fit qualities `feh_std` grows with (served.QUALITY), (curves, qualities),
+    as the served model computes them (`network_input.star_values`): φ31's error (unknown in
+    arrays written before it was kept), and the disagreement of φ31's estimates with the
+    template φ31 only up to `template_epochs`, the most epochs the served bank fits
+    (`served_template_epochs`; the training arrays hold templates further up)."""
+    from rrlfeh.preprocess.network_input import (
+        PHI31_ERROR_UNKNOWN,
+        fourier_scalars,
+        phi31_disagreement,
+    )
 
-    unknown = {"phi31_error": PHI31_ERROR_UNKNOWN, "phi31_disagreement": 0.0}
-    return np.column_stack([np.full(len(data), unknown[name]) if getattr(data, name) is None
-                            else np.asarray(getattr(data, name), float) for name in QUALITY])
+    n = len(data)
+    error = (np.full(n, PHI31_ERROR_UNKNOWN) if data.phi31_error is None
+             else np.asarray(data.phi31_error, float))
+    if data.phi31 is None:  # no per-star features kept: nothing to disagree with
+        return np.column_stack([error, np.zeros(n)])
+    phi31 = np.asarray(data.phi31, float)
+    template = (phi31 if data.phi31_template is None else
+                np.where(data.n_epochs <= template_epochs, data.phi31_template, phi31))
+    smooth = fourier_scalars(data.X[:, :, 0])[0]
+    return np.column_stack([error, phi31_disagreement(phi31, smooth, template)])
+
+
+def served_template_epochs(folder: Path) -> float:
+    """The most epochs of a curve the served model fits templates to (its bank's max_epochs;
+    0 without a bank)."""
+    bank = TemplateBank.from_npz(folder / TEMPLATES) if (folder / TEMPLATES).exists() else None
+    return 0.0 if bank is None else float(bank.max_epochs)
 
 
 def calibration_edges(stack_edges: list[float], n_epochs: np.ndarray) -> list[float]:
@@ -169,7 +189,8 @@ def calibration_edges(stack_edges: list[float], n_epochs: np.ndarray) -> list[fl
     return merge_sparse_bins(sorted({*stack_edges, *extra}), n_epochs)
 
 
-def evaluate_test(ens: Ensemble, test) -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate_test(ens: Ensemble, test, template_epochs: float
+                  ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The test split, used once: the served model's Table-1 figures (the stack of network and
     relation the manifest names), the network's and the relation's alone, and the coverage of
     the per-star error."""
@@ -179,7 +200,8 @@ def evaluate_test(ens: Ensemble, test) -> tuple[dict[str, Any], pd.DataFrame]:
     rel, stack = ens.manifest["relation"], ens.manifest["stack"]
     relation = relation_predict(rel, training_values(test))
     served, weight = served_predict(stack, rel, network, training_values(test), test.n_epochs)
-    err = ens.total_error(weight * spread, test.n_epochs, quality=fit_quality(test))
+    err = ens.total_error(weight * spread, test.n_epochs,
+                          quality=fit_quality(test, template_epochs))
     strip = lambda m: {k: v for k, v in m.items() if k != "n"}  # noqa: E731
     m = {"n_stars_test": len(test),
          "test": strip(regression_metrics(test.y, served, test.weights)),
@@ -311,7 +333,8 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         bins = bin_index(data.n_epochs, edges)
         min_origin = int(t["calibrate_min_epochs"])
         cal = calibration_rows(data, bins, min_origin)
-        quality = fit_quality(data)
+        template_epochs = served_template_epochs(out_dir / kind)
+        quality = fit_quality(data, template_epochs)
         sigma, scale = residual_scales(served_oof[cal] - data.y[cal], spread[cal], bins[cal],
                                        len(edges) - 1, quality[cal])
         manifest["error_bins"] = {"edges": edges, "copies_min_origin_epochs": min_origin,
@@ -348,7 +371,7 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
                                     "feh_error": err}),
                       out_dir / kind / "training_predictions.parquet")
         if len(test):
-            m_test, table = evaluate_test(ens, test)
+            m_test, table = evaluate_test(ens, test, template_epochs)
             m.update(m_test)
             write_parquet(table, out_dir / kind / "test_predictions.parquet")
         metrics[kind] = m
