@@ -60,13 +60,6 @@ def coverage(residual: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
             "n": int(z.size)}
 
 
-def gaussian_nll(residual: np.ndarray, sigma: np.ndarray) -> float:
-    """Mean negative log-likelihood of residuals under N(0, sigma²), the constant dropped: a
-    proper score of an error bar (lower is better), not only of its coverage."""
-    sigma = np.maximum(np.asarray(sigma, float), 1e-6)
-    return float(np.mean(np.log(sigma) + 0.5 * (np.asarray(residual, float) / sigma) ** 2))
-
-
 OPEN_EPOCHS = 10_000  # an upper edge this high is no edge: the bin reads "70+"
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rrlfeh.data import schema
-from rrlfeh.evaluation import coverage, gaussian_nll
+from rrlfeh.evaluation import coverage
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.lightcurve.templates import FILE as TEMPLATES
 from rrlfeh.lightcurve.templates import TemplateBank
@@ -35,6 +35,7 @@ from rrlfeh.training.served import (
     MIN_BIN_ROWS,
     QUALITY,
     bin_index,
+    gaussian_nll,
     merge_sparse_bins,
     quality_spread,
     residual_scales,

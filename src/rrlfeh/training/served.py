@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from rrlfeh.evaluation import gaussian_nll
 from rrlfeh.training.baseline import STACK_STEP, LinearRelation, relation_predict, rmse
 
 MIN_BIN_ROWS = 30       # fewer curves in a bin: merged into the next denser bin
@@ -289,6 +288,13 @@ def quality_spread(spread: np.ndarray, quality: np.ndarray | None,
     q = np.asarray(quality, float).reshape(len(spread), -1)
     k = np.asarray(scales, float).reshape(len(scales), -1)[np.asarray(bins, int)]
     return np.sqrt(spread**2 + np.sum((k * q) ** 2, axis=1))
+
+
+def gaussian_nll(residual: np.ndarray, sigma: np.ndarray) -> float:
+    """Mean negative log-likelihood of residuals under N(0, sigma²), the constant dropped: a
+    proper score of an error bar (lower is better), not only of its coverage."""
+    sigma = np.maximum(np.asarray(sigma, float), 1e-6)
+    return float(np.mean(np.log(sigma) + 0.5 * (np.asarray(residual, float) / sigma) ** 2))
 
 
 def _bin_scale(res: np.ndarray, sp: np.ndarray, quality: np.ndarray | None
