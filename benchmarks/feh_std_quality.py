@@ -31,7 +31,7 @@ from rrlfeh.stages.train import (
     served_template_epochs,
 )
 from rrlfeh.training.arrays import load_training_set
-from rrlfeh.training.served import bin_index
+from rrlfeh.training.served import bin_index, gaussian_nll
 
 
 def main() -> None:
@@ -69,8 +69,7 @@ def main() -> None:
                 m = b == i
                 if not m.any():
                     continue
-                nll = [float(np.mean(np.log(t[m]) + 0.5 * (res[m] / t[m]) ** 2))
-                       for t in totals]
+                nll = [gaussian_nll(res[m], t[m]) for t in totals]
                 c1 = [100 * np.mean(np.abs(res[m]) <= t[m]) for t in totals]
                 c2 = [100 * np.mean(np.abs(res[m]) <= 2 * t[m]) for t in totals]
                 hi = "" if edges[i + 1] >= 1e5 else f"{edges[i + 1]:g}"

@@ -336,25 +336,24 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         cal = calibration_rows(data, bins, min_origin)
         template_epochs = served_template_epochs(out_dir / kind)
         quality = fit_quality(data, template_epochs)
-        sigma, scale = residual_scales(served_oof[cal] - data.y[cal], spread[cal], bins[cal],
-                                       len(edges) - 1, quality[cal])
+        res_cal, n_bins = served_oof[cal] - data.y[cal], len(edges) - 1
+        sigma, scale = residual_scales(res_cal, spread[cal], bins[cal], n_bins, quality[cal])
         manifest["error_bins"] = {"edges": edges, "copies_min_origin_epochs": min_origin,
                                   "sigma": sigma, "quality": list(QUALITY),
                                   "quality_scale": scale}
         ens.manifest = manifest
         err = ens.total_error(spread, data.n_epochs, quality=quality)
-        manifest["error_bins"]["coverage_oof"] = [
-            coverage(served_oof[m] - data.y[m], err[m]) if m.any() else None
-            for m in (cal & (bins == i) for i in range(len(edges) - 1))]
-        held = held_out_errors(served_oof[cal] - data.y[cal], spread[cal], bins[cal],
-                               data.source_id[cal], len(edges) - 1, HELD_OUT_SEED, quality[cal])
-        manifest["error_bins"]["coverage_held_out"] = coverage_per_bin(
-            served_oof[cal] - data.y[cal], held, bins[cal], len(edges) - 1)
+        manifest["error_bins"]["coverage_oof"] = coverage_per_bin(res_cal, err[cal], bins[cal],
+                                                                  n_bins)
+        held = held_out_errors(res_cal, spread[cal], bins[cal], data.source_id[cal], n_bins,
+                               HELD_OUT_SEED, quality[cal])
+        manifest["error_bins"]["coverage_held_out"] = coverage_per_bin(res_cal, held, bins[cal],
+                                                                       n_bins)
         # the register gate's tie-break: how well feh_std fits stars it was not set on
-        manifest["error_bins"]["held_out_nll"] = gaussian_nll(served_oof[cal] - data.y[cal], held)
+        manifest["error_bins"]["held_out_nll"] = gaussian_nll(res_cal, held)
         write_json(manifest, out_dir / kind / MANIFEST)
         # the period-derived rows' calibration starts from the per-star part with the period
-        oof_rows[kind] = (served_oof[cal] - data.y[cal],
+        oof_rows[kind] = (res_cal,
                           quality_spread(spread[cal], quality[cal], scale, bins[cal]), bins[cal],
                           data.source_id[~data.is_copy & (data.n_epochs >= min_origin)],
                           data.source_id[cal])
