@@ -93,6 +93,8 @@ def score_request(req: Request, model: ScoringModel, *, derive_n_jobs: int = 1) 
     else:
         no_type = (status == "") & out["type"].isna().to_numpy()
         status[no_type] = "no type given (folded curves need type RRab or RRc)"
+        if s.get("needs_period", True):
+            _scan_gap_periods(req, out, status, s["preprocess"].get("scan_gaps") or {})
     if s.get("needs_period", True):
         no_period = (status == "") & np.isnan(out["period"].to_numpy())
         status[no_period] = "no period given (this model needs the period of a folded curve)"
@@ -115,6 +117,28 @@ def score_request(req: Request, model: ScoringModel, *, derive_n_jobs: int = 1) 
     out["in_domain"], out["domain_reason"] = _domain(out, amplitude, s["domain"], scored_by,
                                                      notes)
     return conform_output(out)
+
+
+def _scan_gap_periods(req: Request, out: pd.DataFrame, status: np.ndarray,
+                      knobs: Mapping[str, Any]) -> None:
+    """Folded curves sent without a period get the one Gaia's scan lags left in their phases
+    (`rrlfeh.lightcurve.scan_gaps`), as the model's training curves did; unclear: the reason."""
+    need = (status == "") & np.isnan(out["period"].to_numpy())
+    if not need.any() or not knobs.get("enabled", False):
+        return
+    from rrlfeh.lightcurve.scan_gaps import scan_gap_periods
+
+    e = req.epochs
+    mine = e["source_id"].isin(out.loc[need, "source_id"]).to_numpy()
+    gaps = scan_gap_periods(e["source_id"].to_numpy(np.int64)[mine],
+                            e["phase"].to_numpy(float)[mine],
+                            **{k: v for k, v in knobs.items() if k != "enabled"}).set_index(
+        "source_id").reindex(out["source_id"])
+    found = need & gaps["accepted"].fillna(False).to_numpy(bool)
+    out.loc[found, "period"] = gaps["period"].to_numpy(float)[found]
+    out.loc[found, "period_derived"] = True
+    unclear = need & ~found & gaps["reason"].notna().to_numpy()
+    status[unclear] = gaps["reason"].to_numpy(object)[unclear]
 
 
 def _model_for(kind: str, model: ScoringModel) -> str | None:

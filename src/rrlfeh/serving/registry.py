@@ -69,7 +69,9 @@ def build_model_folder(final_dir: Path, processed_dir: Path, params: Mapping[str
     settings: dict[str, Any] = {
         "types": [], "preprocess": {"n_points": dict(pre["n_points"]),
                                     "curves": dict(pre.get("curves", {})),
-                                    "use_mag_error": bool(pre.get("use_mag_error", False))},
+                                    "use_mag_error": bool(pre.get("use_mag_error", False)),
+                                    "scan_gaps": dict(pre.get("folded", {}).get("scan_gaps")
+                                                      or {})},
         "derive": dict(params["acquire"].get("derive", {})),
         "domain": {"min_epochs": val.get("min_epochs"), "max_amplitude": val.get("max_amplitude"),
                    "period_range": {}},

@@ -23,7 +23,7 @@ from rrlfeh.io import atomic_path, write_json, write_parquet
 from rrlfeh.lightcurve.templates import TemplateBank, build_bank
 from rrlfeh.preprocess.augment import AugmentSettings, append_copies, sparse_copies
 from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
-from rrlfeh.preprocess.network_input import CHANNELS, network_input, star_values
+from rrlfeh.preprocess.network_input import CHANNELS, network_input, star_values, uses_period
 from rrlfeh.reasons import reason_counts
 from rrlfeh.weights import feh_strata, kde_weights, stratified_split
 
@@ -147,8 +147,17 @@ def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
     if f.get("periods"):
         per = read_table(root / f["periods"]).set_index("source_id")["period"]
         period = per.reindex(stars["source_id"]).to_numpy(float)
-    stars = stars.assign(type=kind, period=period, amplitude_g=np.nan)
     c = curves[curves["source_id"].isin(stars["source_id"])]
+    period, from_gaps, unclear = folded_periods(c, stars["source_id"].to_numpy(np.int64), period,
+                                                f.get("scan_gaps"),
+                                                uses_period(p.get("channels", CHANNELS)))
+    stars = stars.assign(type=kind, period=period, amplitude_g=np.nan,
+                         period_derived=from_gaps)
+    stars, no_curve = stars[~stars["source_id"].isin(unclear["source_id"])], pd.concat(
+        [no_curve, unclear], ignore_index=True)
+    stars = stars.reset_index(drop=True)
+    period = stars["period"].to_numpy(float)
+    c = c[c["source_id"].isin(stars["source_id"])]
     pc, rej = preprocess_folded(c["source_id"].to_numpy(np.int64), c["phase"].to_numpy(float),
                                 c["mag"].to_numpy(float), star_id=stars["source_id"].to_numpy(),
                                 period=period, n_points=int(p["n_points"][kind]),
@@ -159,6 +168,36 @@ def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
         if other != kind:
             yield (other, stars.iloc[:0], _empty_like(pc, int(p["n_points"][other])),
                    rej.iloc[:0], None)
+
+
+def folded_periods(curves: pd.DataFrame, star_id: np.ndarray, period: np.ndarray,
+                   scan_gaps: Mapping[str, Any] | None, needed: bool
+                   ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Each star's period: the given one, else (with `scan_gaps`) the one Gaia's scan lags put
+    in its phases (`rrlfeh.lightcurve.scan_gaps`). Returns the periods, which came from the
+    phases, and the stars left without one when the model `needed` it, with the reason."""
+    period = np.asarray(period, float).copy()
+    from_gaps = np.zeros(len(period), bool)
+    unclear = pd.DataFrame({"source_id": pd.Series([], dtype=np.int64), "reason": []})
+    missing = np.isnan(period)
+    if scan_gaps and scan_gaps.get("enabled", True) and missing.any():
+        from rrlfeh.lightcurve.scan_gaps import scan_gap_periods
+
+        knobs = {k: v for k, v in scan_gaps.items() if k != "enabled"}
+        lost = curves["source_id"].isin(star_id[missing]).to_numpy()
+        gaps = scan_gap_periods(curves["source_id"].to_numpy(np.int64)[lost],
+                                curves["phase"].to_numpy(float)[lost], **knobs)
+        found = gaps.set_index("source_id")["period"].reindex(star_id).to_numpy(float)
+        from_gaps = missing & np.isfinite(found)
+        period[from_gaps] = found[from_gaps]
+        log.info("preprocess: periods from Gaia's scan gaps for %d of %d folded curves without "
+                 "one", int(from_gaps.sum()), int(missing.sum()))
+        if needed:
+            unclear = gaps.loc[~gaps["accepted"], ["source_id", "reason"]]
+    elif needed and missing.any():
+        unclear = pd.DataFrame({"source_id": star_id[missing],
+                                "reason": "no period given (the channels need one)"})
+    return period, from_gaps, unclear.reset_index(drop=True)
 
 
 def _empty_like(pc: ProcessedCurves, n_points: int) -> ProcessedCurves:

@@ -278,6 +278,28 @@ def peer_comparison(types: Mapping[str, Any], path: Path) -> dict[str, Any]:
     return {"path": str(path), "table": pd.DataFrame(rows)}
 
 
+def our_periods(root: Path, params: Mapping[str, Any]) -> str:
+    """What our model knew of each folded curve's period, for the comparison with the peer: the
+    training arrays' periods (NaN for a model of curves without periods)."""
+    from rrlfeh import config
+    from rrlfeh.training.arrays import load_training_set
+
+    pre = config.section(params, "preprocess")
+    data = load_training_set(root / pre["out_dir"] / "RRab.npz", "RRab")
+    if not np.isfinite(data.period).all():
+        return ("**Ours had only the shape of the folded curve** (a model without periods), "
+                "so this compares unequal inputs.")
+    rejected = root / pre["out_dir"] / "rejected.parquet"
+    unclear = 0
+    if rejected.exists():
+        reasons = pd.read_parquet(rejected, columns=["reason"])["reason"].astype(str)
+        unclear = int(reasons.str.contains("scan gaps").sum())
+    return ("Ours had the period that Gaia's scan lags left in each curve's phases "
+            "(`rrlfeh.lightcurve.scan_gaps`, no label used): "
+            f"{unclear} labelled stars without a clear one are rejected with that reason "
+            "(data/processed/rejected.parquet) and are not in this table.")
+
+
 def _cell(v: Any, fmt: str = "{:.3f}") -> str:
     return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
 
@@ -478,8 +500,7 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
     if peer is not None:
         md += ["## Against the peer model, star by star", "",
                f"The peer's out-of-fold predictions (`{peer['path']}`) on the same stars as "
-               "ours. **The peer had each star's period; a model without periods has only the "
-               "shape of the folded curve**, so this compares unequal inputs.", "",
+               f"ours. The peer had each star's period. {peer['ours']}", "",
                _frame_md(peer["table"]), ""]
     for kind, t in types.items():
         md += [f"## {kind}", ""]
@@ -715,6 +736,10 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
     data = f"`{acq['source']}` source" + (f" ({acq['files']['epochs']}, labels "
                                           f"{acq['files']['labels']})"
                                           if acq["source"] == "files" else "")
+    pre = config.section(params, "preprocess")
+    if pre.get("source") == "folded":
+        data = (f"folded curves ({pre['folded']['curves']}, labels "
+                f"{pre['folded']['labels']})")
     context = (f"Data: {data}; budget `{params.get('budget', 'default')}`. Machine: "
                f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} (the "
                "run's figures were measured there; they do not depend on its speed).")
@@ -722,6 +747,7 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
     if r.get("peer_oof") and "oof_table" in types.get("RRab", {}):
         peer = peer_comparison(types, root / r["peer_oof"])
         peer["path"] = str(r["peer_oof"])
+        peer["ours"] = our_periods(root, params)
         metrics["peer"] = peer["table"].to_dict(orient="records")
     files_dir.mkdir(parents=True, exist_ok=True)
     sparse = _sparse_metrics(root, md_path, files_dir)
