@@ -450,3 +450,34 @@ def test_template_bank_holds_dense_training_stars_only(project, scoring_model):
             assert served.max_epochs == min(p["max_epochs"], int(np.ceil(max(his))) - 1)
         else:
             assert served is None
+
+
+def test_a_folded_curve_without_its_period_gets_it_from_gaias_scan_lags(project, scoring_model):
+    """Folded curves sent without a period (DG22's kind): the pyfunc finds it in the phases'
+    scan lags and scores them as if it had been given. The curves: project stars' own folded
+    shapes, sampled at transit times with Gaia's cadence (tests/test_scan_gaps.gaia_times)."""
+    from test_scan_gaps import gaia_times
+
+    stars = pd.read_parquet(project / "data/raw/stars.parquet")
+    epochs = pd.read_parquet(project / "data/raw/epochs.parquet")
+    epochs = epochs[~epochs["rejected"] & np.isfinite(epochs["mag"])]
+    counts = epochs["source_id"].value_counts()
+    chosen = stars[(stars["type"] == "RRab")
+                   & stars["source_id"].isin(counts[counts >= 45].index)].head(4)
+    rng = np.random.default_rng(5)
+    rows = []
+    for _, s in chosen.iterrows():
+        e = epochs[epochs["source_id"] == s["source_id"]]
+        own = np.mod((e["time"] - s["epoch_max"]) / s["period"], 1.0).to_numpy()
+        order = np.argsort(own)
+        phase = np.mod((gaia_times(rng, 45) - s["epoch_max"]) / s["period"], 1.0)
+        mag = np.interp(phase, own[order], e["mag"].to_numpy()[order], period=1.0)
+        rows.append(pd.DataFrame({"source_id": s["source_id"], "phase": phase, "mag": mag,
+                                  "type": "RRab", "period": s["period"]}))
+    given = pd.concat(rows, ignore_index=True)
+    found = score_request(read_request(given.drop(columns="period")), scoring_model)
+    known = score_request(read_request(given), scoring_model)
+    assert (found["status"] == "ok").all() and found["period_derived"].all()
+    assert np.allclose(found["period"], chosen["period"].to_numpy(), rtol=1e-3)
+    assert np.allclose(found["feh"], known["feh"], atol=0.02)
+    assert not known["period_derived"].any()

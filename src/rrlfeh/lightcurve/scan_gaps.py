@@ -88,7 +88,7 @@ def scan_gap_period(phase: np.ndarray, *, tolerance_min: float = 0.05, min_perio
     return GapPeriod(float(period), int(depth[best]), float(z[best]), float(z[best] - runner_up))
 
 
-def scan_gap_periods(source_id: np.ndarray, phase: np.ndarray, *, min_z_margin: float = 2.0,
+def scan_gap_periods(source_id: np.ndarray, phase: np.ndarray, *, min_z_margin: float = 3.0,
                      **knobs) -> pd.DataFrame:
     """`scan_gap_period` of every star of a long table (source_id, phase): one row a star in
     order of first appearance, with `accepted` (margin >= min_z_margin) and, when not, why."""
