@@ -157,13 +157,20 @@ def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
         [no_curve, unclear], ignore_index=True)
     stars = stars.reset_index(drop=True)
     period = stars["period"].to_numpy(float)
-    c = c[c["source_id"].isin(stars["source_id"])]
-    pc, rej = preprocess_folded(c["source_id"].to_numpy(np.int64), c["phase"].to_numpy(float),
-                                c["mag"].to_numpy(float), star_id=stars["source_id"].to_numpy(),
-                                period=period, n_points=int(p["n_points"][kind]),
-                                align_max=bool(f.get("align_max", True)),
-                                fourier=dict(fourier), **dict(p.get("curves", {})))
-    yield kind, stars, pc, pd.concat([rej, no_curve], ignore_index=True), None
+    stars = stars.assign(epoch_max=np.nan)  # folded: the phase origin is the curve's own
+    c = c[c["source_id"].isin(stars["source_id"])].assign(rejected=False)
+
+    def process(e_: pd.DataFrame, s_: pd.DataFrame, **templates):
+        return preprocess_folded(e_["source_id"].to_numpy(np.int64), e_["phase"].to_numpy(float),
+                                 e_["mag"].to_numpy(float), star_id=s_["source_id"].to_numpy(),
+                                 period=s_["period"].to_numpy(float),
+                                 n_points=int(p["n_points"][kind]),
+                                 align_max=bool(f.get("align_max", True)),
+                                 fourier=dict(fourier), **dict(p.get("curves", {})), **templates)
+
+    pc, rej = process(c, stars)
+    # sparse copies and shape templates as for raw epochs: subsets of the folded points
+    yield kind, stars, pc, pd.concat([rej, no_curve], ignore_index=True), (c, process)
     for other in schema.TYPES:
         if other != kind:
             yield (other, stars.iloc[:0], _empty_like(pc, int(p["n_points"][other])),
@@ -173,14 +180,14 @@ def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
 def folded_periods(curves: pd.DataFrame, star_id: np.ndarray, period: np.ndarray,
                    scan_gaps: Mapping[str, Any] | None, needed: bool
                    ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Each star's period: the given one, else (with `scan_gaps`) the one Gaia's scan lags put
-    in its phases (`rrlfeh.lightcurve.scan_gaps`). Returns the periods, which came from the
-    phases, and the stars left without one when the model `needed` it, with the reason."""
+    """Each star's period: the given one, else, when the model `needed` one, the one Gaia's scan
+    lags put in its phases (with `scan_gaps`: `rrlfeh.lightcurve.scan_gaps`). Returns the
+    periods, which came from the phases, and the stars left without one, with the reason."""
     period = np.asarray(period, float).copy()
     from_gaps = np.zeros(len(period), bool)
     unclear = pd.DataFrame({"source_id": pd.Series([], dtype=np.int64), "reason": []})
     missing = np.isnan(period)
-    if scan_gaps and scan_gaps.get("enabled", True) and missing.any():
+    if needed and scan_gaps and scan_gaps.get("enabled", True) and missing.any():
         from rrlfeh.lightcurve.scan_gaps import scan_gap_periods
 
         knobs = {k: v for k, v in scan_gaps.items() if k != "enabled"}
@@ -192,8 +199,7 @@ def folded_periods(curves: pd.DataFrame, star_id: np.ndarray, period: np.ndarray
         period[from_gaps] = found[from_gaps]
         log.info("preprocess: periods from Gaia's scan gaps for %d of %d folded curves without "
                  "one", int(from_gaps.sum()), int(missing.sum()))
-        if needed:
-            unclear = gaps.loc[~gaps["accepted"], ["source_id", "reason"]]
+        unclear = gaps.loc[~gaps["accepted"], ["source_id", "reason"]]
     elif needed and missing.any():
         unclear = pd.DataFrame({"source_id": star_id[missing],
                                 "reason": "no period given (the channels need one)"})
