@@ -25,7 +25,7 @@ import yaml
 from rrlfeh.data.dg22 import read_dg22_curves, read_dg22_labels
 from rrlfeh.data.layouts import read_table, to_epochs
 from rrlfeh.lightcurve.derive import clean_mask, derive_light_curve_parameters
-from rrlfeh.lightcurve.scan_gaps import ALIAS_WINDOW, scan_gap_periods
+from rrlfeh.lightcurve.scan_gaps import ALIAS_WINDOW, knobs_for, scan_gap_periods
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTS = (15, 20, 25, 30, 40)
@@ -33,8 +33,9 @@ MARGINS = (0.0, 1.0, 2.0, 3.0, 4.0)
 
 
 def knobs() -> dict:
+    """params.yaml's scan-gap knobs for RRab (both sets here are fundamental-mode stars)."""
     sg = yaml.safe_load((ROOT / "params.yaml").read_text())["preprocess"]["folded"]["scan_gaps"]
-    return {k: v for k, v in sg.items() if k != "enabled"}
+    return knobs_for(sg, "RRab")
 
 
 def cut(phase: pd.DataFrame, n: int | None, rng: np.random.Generator) -> pd.DataFrame:
@@ -64,7 +65,8 @@ def dr3(data_dir: Path, limit: int, n_draws: int, seed: int, kn: dict) -> None:
                                             - fit["epoch_max"].reindex(g["source_id"]).to_numpy())
                                            / p, 1.0)})
     print(f"\n1. Real Gaia DR3: {len(fit)} stars folded at their derived periods "
-          f"(tolerance {kn['tolerance_min']} min)")
+          f"(tolerance {kn['tolerance_min']} min, periods {kn.get('min_period', 0.2)}-"
+          f"{kn.get('max_period', 1.0)} d)")
     rows = []
     rng = np.random.default_rng(seed)
     for n in (*CUTS, None):

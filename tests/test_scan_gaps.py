@@ -86,3 +86,19 @@ def test_preprocess_keeps_given_periods_and_names_the_unclear(needed):
         assert unclear["source_id"].tolist() == [3] and "scan gaps" in unclear["reason"].iloc[0]
     else:  # a model of the shape alone: no period looked for, none missed
         assert np.isnan(period[1]) and not from_gaps.any() and unclear.empty
+
+
+def test_each_type_is_searched_in_its_own_period_range():
+    """params' period_range by type: an RRc-like 0.27 d curve is found in RRc's range and,
+    outside RRab's, given no (wrong) RRab period."""
+    from rrlfeh.lightcurve.scan_gaps import knobs_for
+
+    block = {"enabled": True, "tolerance_min": 0.05, "min_z_margin": 3.0,
+             "period_range": {"RRab": [0.3, 1.0], "RRc": [0.2, 0.5]}}
+    assert knobs_for(block, "RRab") == {"tolerance_min": 0.05, "min_z_margin": 3.0,
+                                        "min_period": 0.3, "max_period": 1.0}
+    phase = folded(np.random.default_rng(6), 60, 0.27)
+    rrc = scan_gap_periods(np.zeros(60, np.int64), phase, **knobs_for(block, "RRc"))
+    rrab = scan_gap_periods(np.zeros(60, np.int64), phase, **knobs_for(block, "RRab"))
+    assert rrc["accepted"].iloc[0] and abs(rrc["period"].iloc[0] / 0.27 - 1) < 1e-3
+    assert not rrab["accepted"].iloc[0]

@@ -17,8 +17,9 @@ margin over the best score outside +-1 % of the peak says whether the period is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,6 +87,16 @@ def scan_gap_period(phase: np.ndarray, *, tolerance_min: float = 0.05, min_perio
     elsewhere = np.abs(edge / period - 1.0) > ALIAS_WINDOW
     runner_up = float(z[elsewhere].max()) if elsewhere.any() else 0.0
     return GapPeriod(float(period), int(depth[best]), float(z[best]), float(z[best] - runner_up))
+
+
+def knobs_for(scan_gaps: Mapping[str, Any], kind: str | None) -> dict[str, Any]:
+    """`scan_gap_periods` keywords from params' scan_gaps block for one type: its period range
+    (`period_range`, by type; a narrower range has fewer chance peaks), tolerance and margin."""
+    out = {k: v for k, v in scan_gaps.items() if k not in ("enabled", "period_range")}
+    lo_hi = (scan_gaps.get("period_range") or {}).get(kind)
+    if lo_hi is not None:
+        out["min_period"], out["max_period"] = float(lo_hi[0]), float(lo_hi[1])
+    return out
 
 
 def scan_gap_periods(source_id: np.ndarray, phase: np.ndarray, *, min_z_margin: float = 3.0,

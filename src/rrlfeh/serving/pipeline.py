@@ -126,14 +126,15 @@ def _scan_gap_periods(req: Request, out: pd.DataFrame, status: np.ndarray,
     need = (status == "") & np.isnan(out["period"].to_numpy())
     if not need.any() or not knobs.get("enabled", False):
         return
-    from rrlfeh.lightcurve.scan_gaps import scan_gap_periods
+    from rrlfeh.lightcurve.scan_gaps import knobs_for, scan_gap_periods
 
     e = req.epochs
-    mine = e["source_id"].isin(out.loc[need, "source_id"]).to_numpy()
-    gaps = scan_gap_periods(e["source_id"].to_numpy(np.int64)[mine],
-                            e["phase"].to_numpy(float)[mine],
-                            **{k: v for k, v in knobs.items() if k != "enabled"}).set_index(
-        "source_id").reindex(out["source_id"])
+    parts = []
+    for kind in pd.unique(out.loc[need, "type"]):  # each type in its own period range
+        mine = e["source_id"].isin(out.loc[need & (out["type"] == kind), "source_id"]).to_numpy()
+        parts.append(scan_gap_periods(e["source_id"].to_numpy(np.int64)[mine],
+                                      e["phase"].to_numpy(float)[mine], **knobs_for(knobs, kind)))
+    gaps = pd.concat(parts).set_index("source_id").reindex(out["source_id"])
     found = need & gaps["accepted"].fillna(False).to_numpy(bool)
     out.loc[found, "period"] = gaps["period"].to_numpy(float)[found]
     out.loc[found, "period_derived"] = True

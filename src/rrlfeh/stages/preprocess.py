@@ -150,7 +150,7 @@ def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
     c = curves[curves["source_id"].isin(stars["source_id"])]
     period, from_gaps, unclear = folded_periods(c, stars["source_id"].to_numpy(np.int64), period,
                                                 f.get("scan_gaps"),
-                                                uses_period(p.get("channels", CHANNELS)))
+                                                uses_period(p.get("channels", CHANNELS)), kind)
     stars = stars.assign(type=kind, period=period, amplitude_g=np.nan,
                          period_derived=from_gaps)
     stars, no_curve = stars[~stars["source_id"].isin(unclear["source_id"])], pd.concat(
@@ -178,7 +178,7 @@ def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
 
 
 def folded_periods(curves: pd.DataFrame, star_id: np.ndarray, period: np.ndarray,
-                   scan_gaps: Mapping[str, Any] | None, needed: bool
+                   scan_gaps: Mapping[str, Any] | None, needed: bool, kind: str = "RRab"
                    ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Each star's period: the given one, else, when the model `needed` one, the one Gaia's scan
     lags put in its phases (with `scan_gaps`: `rrlfeh.lightcurve.scan_gaps`). Returns the
@@ -188,9 +188,9 @@ def folded_periods(curves: pd.DataFrame, star_id: np.ndarray, period: np.ndarray
     unclear = pd.DataFrame({"source_id": pd.Series([], dtype=np.int64), "reason": []})
     missing = np.isnan(period)
     if needed and scan_gaps and scan_gaps.get("enabled", True) and missing.any():
-        from rrlfeh.lightcurve.scan_gaps import scan_gap_periods
+        from rrlfeh.lightcurve.scan_gaps import knobs_for, scan_gap_periods
 
-        knobs = {k: v for k, v in scan_gaps.items() if k != "enabled"}
+        knobs = knobs_for(scan_gaps, kind)
         lost = curves["source_id"].isin(star_id[missing]).to_numpy()
         gaps = scan_gap_periods(curves["source_id"].to_numpy(np.int64)[lost],
                                 curves["phase"].to_numpy(float)[lost], **knobs)
