@@ -378,6 +378,35 @@ def test_bins_of_full_curves_serve_the_line():
     assert any(x["relation"] == "plane" for i, x in enumerate(stack["bins"]) if i not in full)
 
 
+def test_without_own_curves_line_every_bin_keeps_its_own_choice():
+    """`own_curves_line` false (labels that are not the line of each curve's own φ31, DG22's):
+    no bin is forced to the line; each keeps the relation and weight of lowest out-of-fold RMSE,
+    under the guard that on its stars' own curves it is never worse than the line."""
+    data, network, sizes = _sparse_problem()
+    folds = [(r, tr, va) for r, _, tr, va in star_folds(data, 5, 1, 42)]
+    line_oof = _line_oof(data, folds)
+    own = ~data.is_copy
+    coef = np.linalg.lstsq(np.column_stack([np.ones(own.sum()), data.period[own],
+                                            data.phi31[own]]), data.y[own], rcond=None)[0]
+    line = {"features": ["period", "phi31"], "coef": coef.tolist()}
+    forced, _ = choose_served(data, network, line_oof, folds, epoch_edges(sizes), line)
+    free, served = choose_served(data, network, line_oof, folds, epoch_edges(sizes), line,
+                                 own_curves_line=False)
+    assert any("chosen_on" in e for e in forced["bins"])
+    assert not any("chosen_on" in e for e in free["bins"])
+    b = np.digitize(data.n_epochs, free["edges"][1:-1])
+    for i, e in enumerate(free["bins"]):
+        rows, mine = b == i, (b == i) & own
+        err = np.sqrt(np.mean((served[rows] - data.y[rows]) ** 2))
+        assert e["oof_rmse"] == pytest.approx(err)
+        if e["relation"] == "line":
+            w = e["weight"]
+            assert served[rows] == pytest.approx(w * network[rows] + (1 - w) * line_oof[rows])
+        if mine.any():
+            line_rmse = np.sqrt(np.mean((line_oof[mine] - data.y[mine]) ** 2))
+            assert np.sqrt(np.mean((served[mine] - data.y[mine]) ** 2)) <= line_rmse + 1e-9
+
+
 def test_feh_std_is_calibrated_in_finer_bins_of_full_curves():
     from rrlfeh.stages.train import calibration_edges
 

@@ -79,11 +79,12 @@ def served_summary(data, stack: dict[str, Any], network_oof: np.ndarray, rel_oof
 
 
 def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
-              figures_dir: Path, copy_sizes: tuple[int, ...] = ()
+              figures_dir: Path, copy_sizes: tuple[int, ...] = (), own_curves_line: bool = True
               ) -> tuple[dict[str, Any], pd.DataFrame, list[Path]]:
     """Table-1 aggregates (the stars' own curves), the prediction table of every curve (sparse
     copies too) and the three figures of one type; the served stack chosen per bin of epoch
-    counts (bins between the copies' sizes `copy_sizes`)."""
+    counts (bins between the copies' sizes `copy_sizes`; `own_curves_line`: see
+    `choose_served`)."""
     from rrlfeh.training import plots
     from rrlfeh.training.served import choose_served, epoch_edges
 
@@ -94,7 +95,7 @@ def summarise(kind: str, data, results: list[dict[str, Any]], n_repeats: int,
              for r in results]
     edges = epoch_edges(copy_sizes if data.is_copy.any() else ())
     stack, served_all = choose_served(data, oof_all.mean(axis=0), rel_oof, folds, edges,
-                                      relation)
+                                      relation, own_curves_line)
     stack = served_summary(data, stack, oof_all.mean(axis=0), rel_oof, served_all)
     table = pd.DataFrame({"source_id": data.source_id, "copy": data.copy, "feh": data.y,
                           "weight": data.weights, "n_epochs": data.n_epochs,
@@ -291,7 +292,7 @@ def run(processed_dir: Path, hparams_path: Path, params: Mapping[str, Any], root
         shutil.rmtree(out_dir)
     for kind, (data, jobs, parent_id, _ckpt, n_repeats) in plans.items():
         m, table, figs = summarise(kind, data, results[kind], n_repeats, figures_dir,
-                                   copy_sizes)
+                                   copy_sizes, bool(c.get("own_curves_line", True)))
         dest = out_dir / kind
         dest.mkdir(parents=True, exist_ok=True)
         members = []

@@ -528,10 +528,14 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                f"{_plane_inputs(st.get('features', []))} refitted on the curves of that many "
                "epochs, sparse copies of the training stars included) and the network's weight "
                "w with the lowest "
-               "out-of-fold RMSE on the bin's curves. A bin holding stars' own curves serves "
-               "the line, the network's weight chosen on those curves alone (a label is the "
-               "line of the φ31 of the star's own epochs). The registered version's tags say "
-               "which model it is and why.",
+               "out-of-fold RMSE on the bin's curves, never worse than the line on the bin's "
+               "own curves. " + (
+                   "A bin holding stars' own curves serves the line, the network's weight "
+                   "chosen on those curves alone (a label is the line of the φ31 of the star's "
+                   "own epochs). " if any("chosen_on" in b for b in st.get("bins", [])) else
+                   "Every bin keeps its own choice (`crossval.own_curves_line` false: the "
+                   "labels are not the line of each curve's own φ31). ") +
+               "The registered version's tags say which model it is and why.",
                "", *_stack_table(st), "",
                "The relation and the network read the same per-star features: φ31 and R21 of "
                "the Fourier fit of each star's own epochs at its period "

@@ -115,11 +115,13 @@ def best_weight(y: np.ndarray, net: np.ndarray, rel: np.ndarray) -> tuple[float,
 
 def choose_served(data, network_oof: np.ndarray, line_oof: np.ndarray,
                   folds: Sequence[tuple[int, np.ndarray, np.ndarray]], edges: Sequence[float],
-                  line: Mapping[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+                  line: Mapping[str, Any], own_curves_line: bool = True
+                  ) -> tuple[dict[str, Any], np.ndarray]:
     """Per bin of epoch counts, the relation ('line' or 'plane') and the network's weight with
     the lowest out-of-fold RMSE, the planes refitted on all training curves of their bin, then
-    the line on the bins of full curves (`_full_curve_bins`); returns the `stack` description
-    and the served out-of-fold prediction of every row."""
+    (`own_curves_line`, for labels that are the line of each curve's own φ31) the line on the
+    bins of full curves (`_full_curve_bins`); returns the `stack` description and the served
+    out-of-fold prediction of every row."""
     own = ~data.is_copy
     edges = merge_sparse_bins(edges, data.n_epochs)
     b, n_bins = bin_index(data.n_epochs, edges), len(edges) - 1
@@ -160,6 +162,8 @@ def choose_served(data, network_oof: np.ndarray, line_oof: np.ndarray,
         bins.append(entry)
     stack = {"edges": [float(e) for e in edges], "bins": bins, "features": features,
              "clip": clip}
+    if not own_curves_line:
+        return stack, served
     return _full_curve_bins(data, stack, network_oof, line_oof, served)
 
 
