@@ -260,7 +260,7 @@ def peer_comparison(types: Mapping[str, Any], path: Path) -> dict[str, Any]:
     t = types["RRab"]
     parts = {"training stars (ours out of fold)": (t["oof_table"]["source_id"],
                                                    t["oof_table"]["feh"],
-                                                   t["oof_table"]["pred_oof"])}
+                                                   t["oof_table"]["served_oof"])}
     if t.get("test_table") is not None:
         tp = t["test_table"]
         parts["test stars (ours: the test split)"] = (tp["source_id"], tp["feh"], tp["feh_pred"])
@@ -675,7 +675,8 @@ def error_figure(kind: str, t: Mapping[str, Any], path: Path, cut: int) -> Path:
 
     oof, tp = t["oof_table"], t["test_table"]
     return plots.error_vs_epochs(
-        {"out of fold": (oof["n_epochs"].to_numpy(), (oof["pred_oof"] - oof["feh"]).to_numpy()),
+        {"out of fold": (oof["n_epochs"].to_numpy(),
+                         (oof["served_oof"] - oof["feh"]).to_numpy()),
          **({"test": (tp["n_epochs"].to_numpy(), (tp["feh_pred"] - tp["feh"]).to_numpy())}
             if tp is not None and len(tp) else {})},
         path, title=f"{kind}: error against the number of G epochs", cut=cut)
