@@ -344,6 +344,16 @@ def test_training_qualities_are_the_served_ones():
     assert np.all(no_bank[:, 1] <= q[:, 1] + 1e-12)
 
 
+def _folds_and_line(data):
+    """Star folds, the line's out-of-fold predictions and the line fitted on the own curves."""
+    folds = [(r, tr, va) for r, _, tr, va in star_folds(data, 5, 1, 42)]
+    own = ~data.is_copy
+    coef = np.linalg.lstsq(np.column_stack([np.ones(own.sum()), data.period[own],
+                                            data.phi31[own]]), data.y[own], rcond=None)[0]
+    return folds, _line_oof(data, folds), {"features": ["period", "phi31"],
+                                           "coef": coef.tolist()}
+
+
 def test_bins_of_full_curves_serve_the_line():
     """A bin holding stars' own curves serves the line there (their labels are the line of
     those very epochs), with the network's weight chosen on them alone: the last step of
@@ -355,12 +365,8 @@ def test_bins_of_full_curves_serve_the_line():
     data = TrainingSet(data.kind, data.X, data.y, data.weights, data.strata, data.source_id, n,
                        data.period, data.is_test, data.channels, data.phi31, data.r21,
                        data.phi31_error, data.amplitude, data.copy)
-    folds = [(r, tr, va) for r, _, tr, va in star_folds(data, 5, 1, 42)]
-    line_oof = _line_oof(data, folds)
+    folds, line_oof, line = _folds_and_line(data)
     own = ~data.is_copy
-    coef = np.linalg.lstsq(np.column_stack([np.ones(own.sum()), data.period[own],
-                                            data.phi31[own]]), data.y[own], rcond=None)[0]
-    line = {"features": ["period", "phi31"], "coef": coef.tolist()}
     stack, served = choose_served(data, network, line_oof, folds, epoch_edges(sizes), line)
     b = np.digitize(data.n_epochs, stack["edges"][1:-1])
     full = sorted(set(b[own]))
@@ -383,12 +389,8 @@ def test_without_own_curves_line_every_bin_keeps_its_own_choice():
     no bin is forced to the line; each keeps the relation and weight of lowest out-of-fold RMSE,
     under the guard that on its stars' own curves it is never worse than the line."""
     data, network, sizes = _sparse_problem()
-    folds = [(r, tr, va) for r, _, tr, va in star_folds(data, 5, 1, 42)]
-    line_oof = _line_oof(data, folds)
+    folds, line_oof, line = _folds_and_line(data)
     own = ~data.is_copy
-    coef = np.linalg.lstsq(np.column_stack([np.ones(own.sum()), data.period[own],
-                                            data.phi31[own]]), data.y[own], rcond=None)[0]
-    line = {"features": ["period", "phi31"], "coef": coef.tolist()}
     forced, _ = choose_served(data, network, line_oof, folds, epoch_edges(sizes), line)
     free, served = choose_served(data, network, line_oof, folds, epoch_edges(sizes), line,
                                  own_curves_line=False)
