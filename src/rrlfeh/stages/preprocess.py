@@ -155,9 +155,8 @@ def from_folded(root: Path, p: Mapping[str, Any], fourier: Mapping[str, Any]):
                          period_derived=from_gaps)
     stars, no_curve = stars[~stars["source_id"].isin(unclear["source_id"])], pd.concat(
         [no_curve, unclear], ignore_index=True)
-    stars = stars.reset_index(drop=True)
-    period = stars["period"].to_numpy(float)
-    stars = stars.assign(epoch_max=np.nan)  # folded: the phase origin is the curve's own
+    # folded: the phase origin is the curve's own
+    stars = stars.reset_index(drop=True).assign(epoch_max=np.nan)
     c = c[c["source_id"].isin(stars["source_id"])].assign(rejected=False)
 
     def process(e_: pd.DataFrame, s_: pd.DataFrame, **templates):
