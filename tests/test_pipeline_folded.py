@@ -105,6 +105,12 @@ def test_the_registered_model_scores_a_folded_request_as_the_catalogue(folded_pr
     ok = out["status"] == "ok"
     assert ok.sum() >= 4
     assert np.allclose(out.loc[ok, "feh"], cat.loc[out.index[ok], "feh"], atol=1e-6)
+    # a model of one type (RRab here) takes folded curves sent without a type as that type
+    untyped = mlflow.pyfunc.load_model("models:/rrl-feh-folded@champion").predict(
+        some.drop(columns="type")).set_index("source_id")
+    assert (untyped["type"] == "RRab").all()
+    assert untyped["status"].equals(out["status"])
+    assert np.allclose(untyped.loc[ok, "feh"], out.loc[ok, "feh"], atol=1e-9)
 
 
 def test_report_compares_with_the_peer_star_by_star(folded_project):

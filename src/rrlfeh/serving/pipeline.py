@@ -92,7 +92,10 @@ def score_request(req: Request, model: ScoringModel, *, derive_n_jobs: int = 1) 
             _derive(req, out, epoch_max, status, need, s["derive"], derive_n_jobs)
     else:
         no_type = (status == "") & out["type"].isna().to_numpy()
-        status[no_type] = "no type given (folded curves need type RRab or RRc)"
+        if len(s["types"]) == 1:  # a model of one type (DG22's RRab) takes folded curves as it
+            out.loc[no_type, "type"] = s["types"][0]
+        else:
+            status[no_type] = "no type given (folded curves need type RRab or RRc)"
         if s.get("needs_period", True):
             _scan_gap_periods(req, out, status, s["preprocess"].get("scan_gaps") or {})
     if s.get("needs_period", True):
