@@ -117,6 +117,20 @@ def scan_gap_periods(source_id: np.ndarray, phase: np.ndarray, *, min_z_margin: 
         {"source_id": np.int64, "accepted": bool})
 
 
+def periods_for(source_id: np.ndarray, phase: np.ndarray, stars: np.ndarray,
+                scan_gaps: Mapping[str, Any] | None, kind: str | None) -> pd.DataFrame | None:
+    """`scan_gap_periods` of the `stars` (of one type) in a long table, one row a star in the
+    order of `stars` (NaN rows for a star without points), with params' scan_gaps block; None
+    when the block is absent or switched off (a model registered before it: no search)."""
+    if not scan_gaps or not scan_gaps.get("enabled", True):
+        return None
+    source_id = np.asarray(source_id, np.int64)
+    mine = np.isin(source_id, stars)
+    gaps = scan_gap_periods(source_id[mine], np.asarray(phase, float)[mine],
+                            **knobs_for(scan_gaps, kind))
+    return gaps.set_index("source_id").reindex(np.asarray(stars, np.int64))
+
+
 def _stars(source_id: np.ndarray, phase: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """(source_id, its phases) per star, in order of first appearance."""
     if source_id.size == 0:

@@ -126,23 +126,21 @@ def _scan_gap_periods(req: Request, out: pd.DataFrame, status: np.ndarray,
                       knobs: Mapping[str, Any]) -> None:
     """Folded curves sent without a period get the one Gaia's scan lags left in their phases
     (`rrlfeh.lightcurve.scan_gaps`), as the model's training curves did; unclear: the reason."""
-    need = (status == "") & np.isnan(out["period"].to_numpy())
-    if not need.any() or not knobs.get("enabled", False):
-        return
-    from rrlfeh.lightcurve.scan_gaps import knobs_for, scan_gap_periods
+    from rrlfeh.lightcurve.scan_gaps import periods_for
 
     e = req.epochs
-    parts = []
+    need = (status == "") & np.isnan(out["period"].to_numpy())
     for kind in pd.unique(out.loc[need, "type"]):  # each type in its own period range
-        mine = e["source_id"].isin(out.loc[need & (out["type"] == kind), "source_id"]).to_numpy()
-        parts.append(scan_gap_periods(e["source_id"].to_numpy(np.int64)[mine],
-                                      e["phase"].to_numpy(float)[mine], **knobs_for(knobs, kind)))
-    gaps = pd.concat(parts).set_index("source_id").reindex(out["source_id"])
-    found = need & gaps["accepted"].fillna(False).to_numpy(bool)
-    out.loc[found, "period"] = gaps["period"].to_numpy(float)[found]
-    out.loc[found, "period_derived"] = True
-    unclear = need & ~found & gaps["reason"].notna().to_numpy()
-    status[unclear] = gaps["reason"].to_numpy(object)[unclear]
+        rows = np.flatnonzero(need & (out["type"] == kind).to_numpy())
+        gaps = periods_for(e["source_id"].to_numpy(np.int64), e["phase"].to_numpy(float),
+                           out["source_id"].to_numpy(np.int64)[rows], knobs, kind)
+        if gaps is None:  # a model registered before the search: the period stays missing
+            return
+        found = gaps["accepted"].fillna(False).to_numpy(bool)
+        out.loc[rows[found], "period"] = gaps["period"].to_numpy(float)[found]
+        out.loc[rows[found], "period_derived"] = True
+        unclear = ~found & gaps["reason"].notna().to_numpy()
+        status[rows[unclear]] = gaps["reason"].to_numpy(object)[unclear]
 
 
 def _model_for(kind: str, model: ScoringModel) -> str | None:

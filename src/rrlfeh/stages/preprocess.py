@@ -186,20 +186,22 @@ def folded_periods(curves: pd.DataFrame, star_id: np.ndarray, period: np.ndarray
     from_gaps = np.zeros(len(period), bool)
     unclear = pd.DataFrame({"source_id": pd.Series([], dtype=np.int64), "reason": []})
     missing = np.isnan(period)
-    if needed and scan_gaps and scan_gaps.get("enabled", True) and missing.any():
-        from rrlfeh.lightcurve.scan_gaps import knobs_for, scan_gap_periods
+    if not (needed and missing.any()):
+        return period, from_gaps, unclear
+    from rrlfeh.lightcurve.scan_gaps import periods_for
 
-        knobs = knobs_for(scan_gaps, kind)
-        lost = curves["source_id"].isin(star_id[missing]).to_numpy()
-        gaps = scan_gap_periods(curves["source_id"].to_numpy(np.int64)[lost],
-                                curves["phase"].to_numpy(float)[lost], **knobs)
-        found = gaps.set_index("source_id")["period"].reindex(star_id).to_numpy(float)
-        from_gaps = missing & np.isfinite(found)
-        period[from_gaps] = found[from_gaps]
+    gaps = periods_for(curves["source_id"].to_numpy(np.int64), curves["phase"].to_numpy(float),
+                       star_id[missing], scan_gaps, kind)
+    if gaps is not None:
+        found = gaps["period"].to_numpy(float)
+        period[missing] = found
+        from_gaps[missing] = np.isfinite(found)
         log.info("preprocess: periods from Gaia's scan gaps for %d of %d folded curves without "
                  "one", int(from_gaps.sum()), int(missing.sum()))
-        unclear = gaps.loc[~gaps["accepted"], ["source_id", "reason"]]
-    elif needed and missing.any():
+        lost = gaps["accepted"].eq(False).to_numpy()  # searched, and no clear period
+        unclear = pd.DataFrame({"source_id": gaps.index[lost].to_numpy(np.int64),
+                                "reason": gaps["reason"][lost].to_numpy(object)})
+    else:
         unclear = pd.DataFrame({"source_id": star_id[missing],
                                 "reason": "no period given (the channels need one)"})
     return period, from_gaps, unclear.reset_index(drop=True)
