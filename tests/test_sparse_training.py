@@ -422,27 +422,33 @@ def test_feh_std_is_calibrated_in_finer_bins_of_full_curves():
 
 
 def test_feh_std_calibrated_on_copies_of_dense_stars():
-    """`train.calibration_rows`: every star's own curve, the copies of stars with >= 50 epochs of
-    their own, and all curves of a bin where those would be too few."""
+    """`train.calibration_rows`: the curves of stars with >= 50 epochs and their copies; a bin
+    with fewer than MIN_BIN_ROWS (30) of those adds the sparser stars' own curves, and with still
+    too few keeps all its curves."""
     from rrlfeh.stages.train import calibration_rows
 
     rng = np.random.default_rng(0)
     own_n = np.where(np.arange(80) % 2 == 0, 60, 35)  # even ids dense, odd ids not
     sid = np.r_[np.arange(80), np.arange(80), np.arange(80)]
-    n = np.r_[own_n, np.full(80, 20), np.full(80, 25)]
+    dense = sid % 2 == 0
+    n = np.r_[own_n, np.full(80, 20), np.full(80, 35)]
     copy = np.r_[np.zeros(80, int), np.ones(80, int), np.full(80, 2)]
     m = len(sid)
     data = TrainingSet("RRab", np.zeros((m, 2, 2), np.float32), rng.normal(size=m), np.ones(m),
                        np.zeros(m, int), sid, n, np.full(m, 0.6), np.zeros(m, bool), copy=copy)
     bins = np.digitize(n, [22.5, 27.5, 45])  # 20 | 25 | 35 | 60
     keep = calibration_rows(data, bins, 50)
-    assert keep[copy == 0].all()
-    expected = (sid % 2 == 0)[copy > 0]
-    np.testing.assert_array_equal(keep[copy > 0], expected)
-    # a bin with fewer than MIN_BIN_ROWS (30) copies of dense stars keeps all of its curves
-    thin = np.r_[own_n, np.full(80, 20), np.where(np.arange(80) < 50, 25, 24)]
+    # 40 dense stars' copies at 20 and at 35 epochs, their own curves at 60: only these; the
+    # sparser stars' own curves at 35 epochs and their copies are left out
+    np.testing.assert_array_equal(keep, dense)
+    # a bin of too few dense rows adds the sparser stars' own curves (not their copies) ...
+    thin = np.r_[own_n, np.full(80, 20), np.where(np.arange(80) < 50, 35, 30)]
     data2 = TrainingSet("RRab", data.X, data.y, data.weights, data.strata, sid, thin, data.period,
                         data.is_test, copy=copy)
-    keep2 = calibration_rows(data2, np.digitize(thin, [22.5, 24.5, 45]), 50)
-    assert keep2[(copy == 2) & (thin == 24)].all()  # 30 curves, 15 of dense stars: all kept
-    np.testing.assert_array_equal(keep2[copy == 1], (sid % 2 == 0)[copy == 1])
+    bins2 = np.digitize(thin, [22.5, 27.5, 32.5, 45])  # 20 | 25 | 30 | 35 | 60
+    keep2 = calibration_rows(data2, bins2, 50)
+    at35 = thin == 35  # 25 dense copies: + the 40 own curves of sparser stars, not their copies
+    np.testing.assert_array_equal(keep2[at35], (dense | (copy == 0))[at35])
+    # ... and a bin with too few even then keeps all its curves (30 copies, 15 of dense stars)
+    assert keep2[thin == 30].all() and (thin == 30).sum() == 30
+    np.testing.assert_array_equal(keep2[copy == 1], dense[copy == 1])

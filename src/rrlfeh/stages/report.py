@@ -496,6 +496,8 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
            peer: Mapping[str, Any] | None = None,
            sparse: Mapping[str, Any] | None = None) -> str:
     """The Markdown page (`sparse`: reports/sparse.json with the figure's path from the page)."""
+    from rrlfeh.training.served import ONE_SIGMA_SLACK
+
     md = [f"# rrlfeh report: {name}", "", context, ""]
     if peer is not None:
         md += ["## Against the peer model, star by star", "",
@@ -584,10 +586,11 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
                    f"(Gaussian 68.3 %), within ±2: {100 * c['within_2sigma']:.1f} % (95.4 %), "
                    f"{c['n']} stars. feh_std = the members' spread and a residual scatter s "
                    "in quadrature, s set per bin of epoch counts on the bin's out-of-fold "
-                   "residuals (the training stars' own curves, and the sparse copies of those "
-                   "with ≥ "
+                   "residuals (the curves of stars with ≥ "
                    f"{(t.get('error_bins') or {}).get('copies_min_origin_epochs', 0)} epochs "
-                   "of their own: labels of dense curves): 68.3 ± 3 % of them "
+                   "of their own and their sparse copies: labels of dense curves; sparser "
+                   "stars' own curves only where a bin has too few of those): 68.3 ± "
+                   f"{100 * ONE_SIGMA_SLACK:g} % of them "
                    "within ±1 feh_std and, within that, as near 95.4 % as can be within ±2 "
                    "(a conformal calibration, `train`; `served.residual_scales`).", ""]
             md += _error_bins_table(t.get("error_bins"))
