@@ -10,6 +10,10 @@ cut to N random points of its DG22 file (stars with >= N + 5 points; --n-draws d
 the share of subsets scored ("ok"), RMSE, MAE and R² against the label, and the share within
 ±1 / ±2 feh_std; "with P": the same subsets with the period the full curve gave. All through
 `rrlfeh.serving.pipeline.score_request`, the path `rrlfeh predict` and the server take.
+Beside it the line [Fe/H] = a + b·P + c·φ31 fitted on the training stars' full curves, at the
+φ31 of each subset's own Fourier fit (in phase) and the period the champion used (no P: the one
+it found; a subset it found none for is not scored by the line either): its share scored, its
+RMSE, and both models' RMSE on the subsets both scored.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import pandas as pd
 from machine import describe_machine
 
 from rrlfeh.data.dg22 import read_dg22_curves
+from rrlfeh.lightcurve.features import fit_knobs, star_features
+from rrlfeh.preprocess.network_input import centred_phi31
 from rrlfeh.serving.inputs import read_request
 from rrlfeh.serving.pipeline import ScoringModel, score_request
+from rrlfeh.sparse import fit_line, line_predict
 
 CUTS = (15, 20, 25, 30, 40)
 
@@ -54,6 +61,31 @@ def figures(out: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
             "±2σ": float(np.mean(z <= 2)) if ok.any() else np.nan}
 
 
+def line_feh(sub: pd.DataFrame, period: np.ndarray, coef: np.ndarray,
+             knobs: dict) -> np.ndarray:
+    """The line's [Fe/H] of each subset (in request order) at `period` (one a subset) and the φ31
+    of the subset's own Fourier fit in phase (φ31 does not depend on the phase origin); NaN
+    where the period is."""
+    phi31 = np.full(len(period), np.nan)
+    groups = sub.groupby("subset_id", sort=False)
+    for i, (_, g) in enumerate(groups):
+        if np.isfinite(period[i]):
+            phi31[i] = star_features(g["phase"].to_numpy(float) * period[i],
+                                     g["mag"].to_numpy(float), None, float(period[i]),
+                                     **knobs)["phi31"]
+    return line_predict(coef, period, centred_phi31(phi31))
+
+
+def line_figures(out: pd.DataFrame, line: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The line's share scored and RMSE, and both models' RMSE on the subsets both scored."""
+    both = (out["status"] == "ok").to_numpy() & np.isfinite(line)
+    rmse = lambda r: float(np.sqrt(np.mean(r**2))) if r.size else np.nan  # noqa: E731
+    return {"line scored": float(np.isfinite(line).mean()),
+            "line rmse": rmse(line[np.isfinite(line)] - y[np.isfinite(line)]),
+            "both: champion": rmse(out["feh"].to_numpy(float)[both] - y[both]),
+            "both: line": rmse(line[both] - y[both])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, default=Path("."))
@@ -69,6 +101,9 @@ def main() -> None:
         test = own & d["is_test"].astype(bool)
         label = pd.Series(d["y"][test].astype(float), index=d["source_id"][test])
         period = pd.Series(d["period"][test].astype(float), index=d["source_id"][test])
+        train = own & ~d["is_test"].astype(bool)
+        coef = fit_line(d["period"][train], d["star_phi31"][train], d["y"][train])
+    knobs = fit_knobs(model.settings["derive"])
     curves = read_dg22_curves(args.data / "dg22" / "lc_dev_g.tar.gz")
     curves = curves[curves["source_id"].isin(label.index)]
     print(f"{len(label)} DG22 test stars (the full curve gave each its period)")
@@ -82,8 +117,9 @@ def main() -> None:
         with_p = req.assign(period=period.reindex(sub["star"]).to_numpy())
         for mode, frame in (("no P", req), ("with P", with_p)):
             out = score_request(read_request(frame), model)
+            line = line_feh(sub, out["period"].to_numpy(float), coef, knobs)
             rows.append({"N": n or "full", "mode": mode, "subsets": len(out),
-                         **figures(out, y)})
+                         **figures(out, y), **line_figures(out, line, y)})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"machine: {describe_machine()}")
