@@ -581,16 +581,17 @@ def render(name: str, types: Mapping[str, Any], bands: Mapping[str, Any] | None,
         md.append("")
         if "coverage_test" in t:
             c = t["coverage_test"]
+            least = (t.get("error_bins") or {}).get("copies_min_origin_epochs", 0)
+            rows = ("every curve of the bin: the stars' own and their sparse copies" if not least
+                    else f"the curves of stars with ≥ {least} epochs of their own and their "
+                    "sparse copies: labels of dense curves; sparser stars' own curves only where "
+                    "a bin has too few of those")
             md += ["### Uncertainties", "",
                    f"Test residuals within ±1 feh_std: {100 * c['within_1sigma']:.1f} % "
                    f"(Gaussian 68.3 %), within ±2: {100 * c['within_2sigma']:.1f} % (95.4 %), "
                    f"{c['n']} stars. feh_std = the members' spread and a residual scatter s "
                    "in quadrature, s set per bin of epoch counts on the bin's out-of-fold "
-                   "residuals (the curves of stars with ≥ "
-                   f"{(t.get('error_bins') or {}).get('copies_min_origin_epochs', 0)} epochs "
-                   "of their own and their sparse copies: labels of dense curves; sparser "
-                   "stars' own curves only where a bin has too few of those): 68.3 ± "
-                   f"{100 * ONE_SIGMA_SLACK:g} % of them "
+                   f"residuals ({rows}): 68.3 ± {100 * ONE_SIGMA_SLACK:g} % of them "
                    "within ±1 feh_std and, within that, as near 95.4 % as can be within ±2 "
                    "(a conformal calibration, `train`; `served.residual_scales`).", ""]
             md += _error_bins_table(t.get("error_bins"))
