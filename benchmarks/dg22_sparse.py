@@ -27,11 +27,11 @@ import pandas as pd
 from machine import describe_machine
 
 from rrlfeh.data.dg22 import read_dg22_curves
-from rrlfeh.lightcurve.features import fit_knobs, star_features
-from rrlfeh.preprocess.network_input import centred_phi31
+from rrlfeh.lightcurve.features import fit_knobs
 from rrlfeh.serving.inputs import read_request
 from rrlfeh.serving.pipeline import ScoringModel, score_request
 from rrlfeh.sparse import fit_line, line_predict
+from rrlfeh.stages.sparse import subset_phi31
 
 CUTS = (15, 20, 25, 30, 40)
 
@@ -64,16 +64,14 @@ def figures(out: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
 def line_feh(sub: pd.DataFrame, period: np.ndarray, coef: np.ndarray,
              knobs: dict) -> np.ndarray:
     """The line's [Fe/H] of each subset (in request order) at `period` (one a subset) and the φ31
-    of the subset's own Fourier fit in phase (φ31 does not depend on the phase origin); NaN
-    where the period is."""
-    phi31 = np.full(len(period), np.nan)
-    groups = sub.groupby("subset_id", sort=False)
-    for i, (_, g) in enumerate(groups):
-        if np.isfinite(period[i]):
-            phi31[i] = star_features(g["phase"].to_numpy(float) * period[i],
-                                     g["mag"].to_numpy(float), None, float(period[i]),
-                                     **knobs)["phi31"]
-    return line_predict(coef, period, centred_phi31(phi31))
+    of the subset's own Fourier fit (`stages.sparse.subset_phi31`, as the sparse stage fits the
+    line's φ31; the phases times the period as times: φ31 does not depend on the phase
+    origin; no flux, so the default errors); NaN where the period is."""
+    ids = pd.unique(sub["subset_id"])
+    p = pd.Series(period, index=ids)
+    chosen = sub.assign(time=sub["phase"].to_numpy(float) * p.reindex(sub["subset_id"]).to_numpy(),
+                        flux=np.nan, flux_error=np.nan)
+    return line_predict(coef, period, subset_phi31(chosen, p, knobs).reindex(ids).to_numpy())
 
 
 def line_figures(out: pd.DataFrame, line: np.ndarray, y: np.ndarray) -> dict[str, float]:
