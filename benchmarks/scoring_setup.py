@@ -342,31 +342,40 @@ def instrument() -> Timers:
 
 
 def score_mode(model, epochs: pd.DataFrame, stars: pd.DataFrame, ids: np.ndarray,
-               chunk_stars: int, timers: Timers, params: dict | None = None
-               ) -> dict[str, Any]:
-    """Score `ids` chunk by chunk as the score stage does; seconds of each part."""
+               chunk_stars: int, timers: Timers, params: dict | None = None,
+               threads: int = 1) -> dict[str, Any]:
+    """Score `ids` chunk by chunk as the score stage does; seconds of each part. With
+    `threads` > 1, `threads` chunks at once through the stage's own `predict_chunks`; then
+    "predict" is the wall time of the whole loop, cutting and joining included (they overlap
+    the scoring), and the parts' seconds add up over the threads."""
     from rrlfeh.serving.inputs import request_frame
-    from rrlfeh.serving.pyfunc import predict_frame
+    from rrlfeh.serving.pyfunc import predict_chunks
 
     timers.reset()
-    cut = join = predict = 0.0
+    cut = join = 0.0
     per_chunk, outs = [], []
     t0 = time.perf_counter()
-    chunks = star_chunks(epochs, ids, chunk_stars)
-    while True:
-        t = time.perf_counter()
-        chunk = next(chunks, None)
-        cut += time.perf_counter() - t
-        if chunk is None:
-            break
-        t = time.perf_counter()
-        frame = request_frame(chunk, stars)
-        join += time.perf_counter() - t
-        t = time.perf_counter()
-        outs.append(predict_frame(model, frame, params))  # as `rrlfeh score` calls it
-        per_chunk.append(time.perf_counter() - t)
-        predict += per_chunk[-1]
+
+    def frames():
+        nonlocal cut, join
+        chunks = star_chunks(epochs, ids, chunk_stars)
+        while True:
+            t = time.perf_counter()
+            chunk = next(chunks, None)
+            cut += time.perf_counter() - t
+            if chunk is None:
+                return
+            t = time.perf_counter()
+            frame = request_frame(chunk, stars)
+            join += time.perf_counter() - t
+            yield time.perf_counter(), frame
+
+    for started, out in predict_chunks(model, frames(), params, threads=threads):
+        outs.append(out)  # as `rrlfeh score` calls it
+        per_chunk.append(time.perf_counter() - started)
+    wall = time.perf_counter() - t0
+    predict = wall if threads > 1 else sum(per_chunk)
     out = pd.concat(outs, ignore_index=True)
     return {"n": len(ids), "out": out, "cut": cut, "join": join, "predict": predict,
             "per_chunk": per_chunk, "parts": dict(timers.seconds),
-            "gc": (timers.gc_count, timers.gc_seconds), "wall": time.perf_counter() - t0}
+            "gc": (timers.gc_count, timers.gc_seconds), "wall": wall, "threads": threads}

@@ -481,3 +481,41 @@ def test_a_folded_curve_without_its_period_gets_it_from_gaias_scan_lags(project,
     assert np.allclose(found["period"], chosen["period"].to_numpy(), rtol=1e-3)
     assert np.allclose(found["feh"], known["feh"], atol=0.02)
     assert not known["period_derived"].any()
+
+
+def test_chunks_scored_in_threads_are_those_of_one_at_a_time(project):
+    """`predict_chunks` with threads (the score stage's score.threads) answers every chunk as
+    one at a time does, to the last bit and in order, holding at most threads + 1 chunks, with
+    BLAS at one thread meanwhile and back to its setting after."""
+    import mlflow
+    from threadpoolctl import ThreadpoolController
+
+    from rrlfeh.serving.pyfunc import predict_chunks
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/rrl-feh@champion")
+    ids = pd.read_parquet(project / "data/raw/stars.parquet")["source_id"].to_numpy()[:60]
+    frames = [long_form(project, ids[i:i + 10]) for i in range(0, 50, 10)]
+    frames.append(long_form(project, ids[50:], with_star_values=False))  # periods derived
+    controller = ThreadpoolController()
+    blas = lambda: {lib["num_threads"] for lib in controller.select(user_api="blas").info()}  # noqa: E731
+    before = blas()
+    one = [out for _, out in predict_chunks(model, enumerate(frames))]
+    taken = {"ahead": 0, "blas": set()}
+
+    def items():
+        for i, frame in enumerate(frames):
+            if i:  # the pool is running: its BLAS setting is the one the chunks see
+                taken["blas"] |= blas()
+            taken["ahead"] += 1
+            yield i, frame
+
+    got = []
+    for key, out in predict_chunks(model, items(), threads=3):
+        assert taken["ahead"] - len(got) <= 4  # threads + 1 held at once
+        got.append((key, out))
+    assert [k for k, _ in got] == list(range(len(frames)))
+    for (_, out), want in zip(got, one, strict=True):
+        pd.testing.assert_frame_equal(out, want)
+    assert sum((out["status"] == "ok").sum() for out in one) >= 40  # not a table of errors
+    assert taken["blas"] <= {1} and blas() == before

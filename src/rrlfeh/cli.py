@@ -161,9 +161,10 @@ def _predict(args: argparse.Namespace) -> None:
 
     params = config.load_params(args.params)
     root = Path(args.params).resolve().parent
-    model = args.model or config.section(params, "score")["model_uri"]
-    predict.run(Path(args.input), Path(args.output), model, config.section(params, "tracking"),
-                root, chunk_stars=args.chunk_stars, n_jobs=args.jobs)
+    score = config.section(params, "score")
+    predict.run(Path(args.input), Path(args.output), args.model or score["model_uri"],
+                config.section(params, "tracking"), root, chunk_stars=args.chunk_stars,
+                n_jobs=args.jobs, threads=int(score.get("threads", 1)))
 
 
 STAGES = {

@@ -13,10 +13,12 @@ point curves with 0.02 mag noise: 99th percentile of the RMS error to the truth 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from functools import cache
+from typing import Any
 
 import numpy as np
 from scipy.special import comb
@@ -197,7 +199,7 @@ def fit_periodic_splines(x: np.ndarray, y: np.ndarray, offsets: np.ndarray, *,
             out[name][s0:s1] = part[name]
 
     starts = range(0, n_stars, chunk_size)
-    with _blas_single_thread():
+    with blas_single_thread():
         if n_threads > 1 and len(starts) > 1:
             with ThreadPoolExecutor(max_workers=n_threads) as pool:
                 list(pool.map(run, starts))
@@ -296,15 +298,33 @@ def _threadpool_controller():
     return ThreadpoolController()
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_HOLD: dict[str, Any] = {"depth": 0, "limit": None}  # blocks inside, their one limit
+
+
 @contextlib.contextmanager
-def _blas_single_thread() -> Iterator[None]:
-    """Hold BLAS/LAPACK to one thread inside the block (parallelism is ours, over chunks)."""
+def blas_single_thread() -> Iterator[None]:
+    """Hold BLAS/LAPACK to one thread inside the block (parallelism is ours, over chunks).
+    Blocks open at once share one limit, set by the first to enter and lifted by the last to
+    leave (nested limits of several threads would restore each other's settings out of
+    order). Code that fits in threads enters first, in the thread that owns them: OpenBLAS
+    (0.3.31) ignores a thread count set from another thread once its main thread has set one."""
     controller = _threadpool_controller()
     if controller is None:  # pragma: no cover
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
+    with _BLAS_LOCK:
+        if _BLAS_HOLD["depth"] == 0:
+            _BLAS_HOLD["limit"] = controller.limit(limits=1, user_api="blas")
+        _BLAS_HOLD["depth"] += 1
+    try:
         yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_HOLD["depth"] -= 1
+            if _BLAS_HOLD["depth"] == 0:
+                _BLAS_HOLD["limit"].restore_original_limits()
+                _BLAS_HOLD["limit"] = None
 
 
 def _batched_cholesky(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -35,14 +35,15 @@ def star_chunks(frame: pd.DataFrame, chunk_stars: int):
 
 
 def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, Any], root: Path,
-        *, chunk_stars: int = 2000, n_jobs: int = 1) -> pd.DataFrame:
+        *, chunk_stars: int = 2000, n_jobs: int = 1, threads: int = 1) -> pd.DataFrame:
     """Score every star of `input_path`; write `output` (.csv or .parquet), each row with the
-    model's URI and registry version (also logged: params may point at another model)."""
+    model's URI and registry version (also logged: params may point at another model);
+    `threads` chunks at once (score.threads), `n_jobs` processes for a period search."""
     import mlflow
     from tqdm import tqdm
 
     from rrlfeh.serving.model_uri import load
-    from rrlfeh.serving.pyfunc import RequestRejected, predict_frame
+    from rrlfeh.serving.pyfunc import RequestRejected, predict_chunks
     from rrlfeh.training.tracking import TrackingSettings
 
     if output.suffix.lower() not in (".csv", ".parquet"):
@@ -54,13 +55,14 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
     parts = []
     n_stars = frame["source_id"].nunique() if "source_id" in frame.columns else 0
     with tqdm(total=n_stars, desc="predict", unit="star", mininterval=2.0) as bar:
-        for chunk in star_chunks(frame, max(1, chunk_stars)):
-            try:
-                out = predict_frame(model, chunk, {"derive_n_jobs": int(n_jobs)})
-            except RequestRejected as exc:
-                raise ValueError(f"{input_path}: {exc.message}") from None
-            parts.append(out)
-            bar.update(len(out))
+        chunks = ((None, chunk) for chunk in star_chunks(frame, max(1, chunk_stars)))
+        try:
+            for _, out in predict_chunks(model, chunks, {"derive_n_jobs": int(n_jobs)},
+                                         threads=threads):
+                parts.append(out)
+                bar.update(len(out))
+        except RequestRejected as exc:
+            raise ValueError(f"{input_path}: {exc.message}") from None
     # which model gave the numbers travels with them
     result = pd.concat(parts, ignore_index=True).assign(model_uri=resolved.uri,
                                                         model_version=resolved.version)

@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import mlflow
@@ -96,6 +97,43 @@ def predict_frame(model: Any, frame: pd.DataFrame, params: dict[str, Any] | None
     frame = signature_columns(frame)
     frame = frame[[c for c in frame.columns if c in INPUT_COLUMNS]]
     return model.unwrap_python_model().predict(None, frame, params)
+
+
+def predict_chunks(model: Any, items: Iterable[tuple[Any, pd.DataFrame]],
+                   params: dict[str, Any] | None = None, threads: int = 1
+                   ) -> Iterator[tuple[Any, pd.DataFrame]]:
+    """(key, `predict_frame` answer) of each (key, frame) of `items`, in their order. With
+    `threads` > 1 that many frames are scored at once in threads of this process (the numpy
+    and TensorFlow work releases the GIL: both cores of a 2-core machine, one model in
+    memory); at most `threads` + 1 frames are held, so memory stays bounded by the chunk size.
+    `items` is read in the caller's thread, lazily."""
+    threads = max(1, int(threads))
+    if threads == 1:
+        for key, frame in items:
+            yield key, predict_frame(model, frame, params)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rrlfeh.preprocess.spline import blas_single_thread
+
+    pending: deque = deque()
+    # one BLAS thread for every chunk at once, held by this thread (the threads' own holds nest
+    # in it): tiny matrices on two cores each would oversubscribe them
+    with blas_single_thread(), ThreadPoolExecutor(max_workers=threads,
+                                                  thread_name_prefix="rrlfeh-score") as pool:
+        try:
+            for key, frame in items:
+                pending.append((key, pool.submit(predict_frame, model, frame, params)))
+                while len(pending) > threads:
+                    done_key, future = pending.popleft()
+                    yield done_key, future.result()
+            while pending:
+                done_key, future = pending.popleft()
+                yield done_key, future.result()
+        finally:  # an error or a caller that stops early: drop what has not started
+            for _, future in pending:
+                future.cancel()
 
 
 _SERVER_APP = "mlflow.pyfunc.scoring_server.app"

@@ -147,10 +147,11 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
         engine: str | None = None) -> dict[str, Any]:
     """Score every star (of data/raw, or of `folded`'s curves file when given); write
     data/scored/catalogue.{parquet,csv}, figures and metrics. `engine` (default score.engine):
-    `local` scores chunk by chunk in this process, `spark` on Spark (rrlfeh.serving.spark)."""
+    `local` scores chunk by chunk in this process (`score.threads` chunks at once),
+    `spark` on Spark (rrlfeh.serving.spark)."""
     from rrlfeh.io import write_table
     from rrlfeh.serving.pipeline import conform_output
-    from rrlfeh.serving.pyfunc import predict_frame
+    from rrlfeh.serving.pyfunc import predict_chunks
     from rrlfeh.training.tracking import TrackingSettings, setup_tracking
 
     engine = engine or str(p.get("engine", "local"))
@@ -217,20 +218,30 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
                                         n_stars))
     else:
         progress = _progress(n_stars)
-        n_new = n_all = 0
-        for i, request in enumerate(requests):
-            path = cache / f"chunk_{i:05d}.parquet"
-            if path.exists():
-                ids = pd.read_parquet(path, columns=["source_id"])["source_id"]
-            else:
-                out = predict_frame(model, request)
-                write_parquet(out, path)
-                ids, n_new = out["source_id"], n_new + 1
-            scored_ids.update(ids.tolist())
-            progress.update(len(ids))
-            n_all += 1
+        n_cached = n_new = 0
+
+        def unfinished():
+            """(path, request) of each chunk not in the cache; finished ones counted here."""
+            nonlocal n_cached
+            for i, request in enumerate(requests):
+                path = cache / f"chunk_{i:05d}.parquet"
+                if path.exists():
+                    ids = pd.read_parquet(path, columns=["source_id"])["source_id"]
+                    scored_ids.update(ids.tolist())
+                    progress.update(len(ids))
+                    n_cached += 1
+                else:
+                    yield path, request
+
+        threads = int(p.get("threads", 1))
+        for path, out in predict_chunks(model, unfinished(), threads=threads):
+            write_parquet(out, path)
+            scored_ids.update(out["source_id"].tolist())
+            progress.update(len(out))
+            n_new += 1
         progress.close()
-        log.info("score: %d chunk(s) scored now, %d taken from the cache", n_new, n_all - n_new)
+        log.info("score: %d chunk(s) scored now (%d thread(s)), %d taken from the cache", n_new,
+                 threads, n_cached)
     rest = _without_epochs(rejected, stars, scored_ids) if stars is not None else []
     if len(rest):
         write_parquet(conform_output(rest), cache / "chunk_no_epochs.parquet")
