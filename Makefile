@@ -71,10 +71,12 @@ bench: setup setup-spark
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/score.py --ensemble champion
+	$(BIN)/python benchmarks/chunk_sizes.py
 	$(BIN)/python benchmarks/ensemble_engines.py --ensemble champion
 	$(BIN)/python benchmarks/serve_latency.py --ensemble champion
 	$(BIN)/python benchmarks/serve_load.py --project .
 	$(BIN)/python benchmarks/spark_score.py --project .
+	$(BIN)/python benchmarks/dr3_scale.py --project .
 
 UI_PORT ?= 5000
 ui: setup

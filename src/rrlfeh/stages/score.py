@@ -240,8 +240,8 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
             progress.update(len(out))
             n_new += 1
         progress.close()
-        log.info("score: %d chunk(s) scored now (%d thread(s)), %d taken from the cache", n_new,
-                 threads, n_cached)
+        log.info("score: %d chunk(s) scored now, %d taken from the cache (%d at once)", n_new,
+                 n_cached, threads)
     rest = _without_epochs(rejected, stars, scored_ids) if stars is not None else []
     if len(rest):
         write_parquet(conform_output(rest), cache / "chunk_no_epochs.parquet")
