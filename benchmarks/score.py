@@ -27,7 +27,7 @@ average is printed at the start and the end.
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/score.py [--n-stars 9999]
         [--ensemble champion|synthetic] [--synthetic-members 10] [--tracking-uri URI]
         [--model-uri URI] [--raw-stars 1000] [--chunk-stars 2000] [--threads 2]
-        [--gc-freeze] [--data DIR]
+        [--spline-chunk 256] [--gc-freeze] [--data DIR]
 """
 
 from __future__ import annotations
@@ -125,6 +125,12 @@ def full_collection(freeze: bool) -> None:
 def run_all(args: argparse.Namespace, tmp: Path) -> None:
     t_start = time.perf_counter()
     model = load_model(*model_uri(args, tmp))
+    curves = model.unwrap_python_model().model.settings["preprocess"]["curves"]
+    if args.spline_chunk and args.spline_chunk != curves.get("chunk_size"):
+        print(f"  the spline's chunk_size {curves.get('chunk_size')} of the model's settings -> "
+              f"{args.spline_chunk} (--spline-chunk: what a model trained with params.yaml now "
+              "carries; the same numbers, benchmarks/chunk_sizes.py)")
+        curves["chunk_size"] = args.spline_chunk
     data = load_curves(args)
     epochs, known, cat_ids = data.epochs, data.known, data.cat_ids
     full_collection(args.gc_freeze)
@@ -185,6 +191,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=score_threads(),
                         help="chunks at once in threads, as the score stage (default: "
                              "params.yaml score.threads; 1: that run left out)")
+    parser.add_argument("--spline-chunk", type=int, default=0,
+                        help="stars a spline solve, instead of the model's setting "
+                             "(preprocess.curves.chunk_size; 0: the model's)")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() after loading the model and data (what the pyfunc's "
                              "load_context could do): full collections then skip those objects")

@@ -117,3 +117,19 @@ def test_raw_layout_becomes_the_long_form():
     assert len(long) == len(raw) and long["source_id"].nunique() == raw["source_id"].nunique()
     assert np.allclose(np.sort(long["time"]), np.sort(raw["g_transit_time"].dropna()), 0, 1e-9) \
         or long["time"].isna().any()
+
+
+@pytest.mark.parametrize("dtype", [object, "string[pyarrow]"])
+def test_types_spelled_any_way_read_once_per_star(dtype):
+    """Case and spaces do not matter; a star given two types, or one this model does not
+    score, gets that problem by name; nulls and empty cells mean no type; every column dtype
+    (object, Arrow strings) reads the same."""
+    types = [" rrab", "RRab", "RRc", "rrc ", None, "RRd", "RRab", "RRc", None, "", "3"]
+    df = pd.DataFrame({"source_id": [1, 1, 2, 2, 3, 4, 5, 5, 6, 7, 8],
+                       "time": np.arange(11.0), "mag": np.full(11, 15.0),
+                       "type": pd.Series(types, dtype=dtype)})
+    req = read_request(df)
+    assert req.stars["type"].tolist() == ["RRab", "RRc", None, None, "RRab", None, None, None]
+    assert req.problems == {5: "conflicting type values ['RRab', 'RRc']",
+                            4: "unknown type 'RRd' (this model scores RRab and RRc)",
+                            8: "unknown type '3' (this model scores RRab and RRc)"}

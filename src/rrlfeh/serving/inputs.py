@@ -274,9 +274,17 @@ def _star_values(df: pd.DataFrame, sid: np.ndarray, numbers,
         values = pd.Series(numbers(col), name=col)
         stars[col] = _one_per_star(values, sid, ids, col, problems)
     if "type" in df.columns:
-        raw = df["type"].astype("string").str.strip()
+        # spelled out once per distinct value, not per row (a few values on 100,000 rows),
+        # and each row's spelling as a number: equal spellings, equal numbers
+        codes, distinct = pd.factorize(df["type"])
+        raw = pd.Series(np.asarray(distinct, dtype=object), dtype=object).astype("string")
+        raw = raw.str.strip()
         canon = raw.str.lower().map(TYPE_NAMES).fillna(raw).replace("", pd.NA)
-        given = _one_per_star(canon.reset_index(drop=True), sid, ids, "type", problems)
+        spelling, names = pd.factorize(canon)  # a null spelling: -1
+        number = np.append(spelling, -1)[codes].astype(float)  # code -1 (a null row): the last
+        number[number < 0] = np.nan
+        given = _one_per_star(pd.Series(number), sid, ids, "type", problems,
+                              labels=np.asarray(names, dtype=object))
         types = []
         for s, t in zip(ids, given, strict=True):
             if t is None or pd.isna(t) or t == "":
@@ -295,15 +303,21 @@ def _star_values(df: pd.DataFrame, sid: np.ndarray, numbers,
 
 
 def _one_per_star(values: pd.Series, sid: np.ndarray, ids: np.ndarray, name: str,
-                  problems: dict[int, list[str]]) -> list:
-    """The value each star was given (first non-null); differing values are a star's problem."""
+                  problems: dict[int, list[str]], labels: np.ndarray | None = None) -> list:
+    """The value each star was given (first non-null); differing values are a star's problem.
+    With `labels`, `values` are numbers standing for labels[number] (messages and the answer
+    spell them out)."""
     frame = pd.DataFrame({"sid": sid, "v": values.to_numpy()}).dropna()
     distinct = frame.drop_duplicates()
     conflict = distinct["sid"].duplicated(keep=False)
     for s in pd.unique(distinct.loc[conflict, "sid"]):
         seen = distinct.loc[distinct["sid"] == s, "v"].tolist()[:3]
+        if labels is not None:
+            seen = [labels[int(v)] for v in seen]
         problems.setdefault(int(s), []).append(f"conflicting {name} values {seen}")
     first = distinct.drop_duplicates("sid").set_index("sid")["v"]
     out = first.reindex(ids)
+    if labels is not None:
+        return [None if pd.isna(v) else labels[int(v)] for v in out.tolist()]
     return [None if pd.isna(v) else v for v in out.tolist()] if name == "type" \
         else out.to_numpy(float).tolist()
