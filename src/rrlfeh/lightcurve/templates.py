@@ -25,7 +25,8 @@ FILE = "templates.npz"  # a bank's file in a model's ensemble folder
 PREFIX = "template_"  # the bank's arrays in an npz file
 FIELDS = ("curves", "phi31", "r21", "source_id", "max_epochs")
 MAX_CELLS = 250_000  # stars x templates x grid points at once: arrays of 2 MB stay in cache
-# (3.5x faster than 4,000,000 on 4,000 real-sized stars, the same numbers; benchmarks/preprocess.py)
+# (4,000,000: half the stars/s of the whole preprocessing, outputs within 2.2e-16;
+# benchmarks/chunk_sizes.py)
 
 
 @dataclass(frozen=True)

@@ -304,9 +304,9 @@ def _star_values(df: pd.DataFrame, sid: np.ndarray, numbers,
 
 def _one_per_star(values: pd.Series, sid: np.ndarray, ids: np.ndarray, name: str,
                   problems: dict[int, list[str]], labels: np.ndarray | None = None) -> list:
-    """The value each star was given (first non-null); differing values are a star's problem.
-    With `labels`, `values` are numbers standing for labels[number] (messages and the answer
-    spell them out)."""
+    """The number each star was given (first non-null); differing values are a star's problem.
+    With `labels`, the numbers stand for labels[number], and messages and the answer spell
+    them out."""
     frame = pd.DataFrame({"sid": sid, "v": values.to_numpy()}).dropna()
     distinct = frame.drop_duplicates()
     conflict = distinct["sid"].duplicated(keep=False)
@@ -319,5 +319,4 @@ def _one_per_star(values: pd.Series, sid: np.ndarray, ids: np.ndarray, name: str
     out = first.reindex(ids)
     if labels is not None:
         return [None if pd.isna(v) else labels[int(v)] for v in out.tolist()]
-    return [None if pd.isna(v) else v for v in out.tolist()] if name == "type" \
-        else out.to_numpy(float).tolist()
+    return out.to_numpy(float).tolist()
