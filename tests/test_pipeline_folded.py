@@ -58,6 +58,8 @@ def _folded_project(work: Path) -> list[str]:
             "standardised_mag", "phase", "phi31", "r21", "amplitude_mag"])
         params["preprocess"]["folded"].update(curves="folded/lc_dev_g.tar.gz",
                                               labels="folded/labels_dev.csv")
+        # the sparse stage cuts the folded test curves (synthetic: 40-70 points a star)
+        params["sparse"].update(min_epochs=40, n_epochs=[15, 30])
         params["register"]["model_name"] = "rrl-feh-folded"
         params["score"]["model_uri"] = "models:/rrl-feh-folded@champion"
         params["report"].update(name="folded", scored_csv="data/scored/folded.csv",
@@ -124,3 +126,80 @@ def test_report_compares_with_the_peer_star_by_star(folded_project):
     assert train["n"] + test["n"] == len(kept) and len(kept) > 0.9 * len(labels)
     # the peer is the labels plus 0.2 dex of noise: its RMSE on any part is about 0.2
     assert 0.14 < train["peer RMSE"] < 0.26
+
+
+def test_sparse_cuts_the_folded_test_curves_and_scores_them_as_the_catalogue(folded_project):
+    """Stage `sparse` on pre-folded curves: every test star with enough folded points is cut to
+    N of its points and kept in full, in both modes, nobody dropped; the full curve sent
+    without a period gets the catalogue's [Fe/H] (the same scoring path)."""
+    from rrlfeh.data.dg22 import read_dg22_curves
+
+    work, _, _ = folded_project
+    metrics = json.loads((work / "reports/sparse.json").read_text())
+    pred = pd.read_parquet(work / "data/sparse/predictions.parquet")
+    assert metrics["settings"]["source"] == "folded"
+    with np.load(work / "data/processed/RRab.npz") as d:
+        test = d["source_id"][d["is_test"] & (d["copy"] == 0)]
+    points = read_dg22_curves(work / "folded/lc_dev_g.tar.gz").groupby("source_id").size()
+    eligible = set(test[points.reindex(test).fillna(0).to_numpy() >= 40])
+    assert len(eligible) >= 5
+    for mode in ("with_period", "without_period"):
+        rows = pred[(pred["mode"] == mode) & (pred["model"] == "champion")]
+        assert set(rows["source_id"]) == eligible
+        assert len(rows) == len(eligible) * 3  # 15, 30 and the full curve, one draw each
+        sizes = rows.set_index("cut")["n_epochs"]
+        assert (sizes.loc["15"] == 15).all() and (sizes.loc["30"] == 30).all()
+        assert (rows["status"] == "ok").mean() > 0.9
+    full = pred[(pred["cut"] == "full") & (pred["mode"] == "without_period")
+                & (pred["model"] == "champion")]
+    cat = pd.read_parquet(work / "data/scored/catalogue.parquet").set_index("source_id")
+    assert full["feh"].to_numpy() == pytest.approx(
+        cat["feh"].reindex(full["source_id"]).to_numpy(), abs=1e-6)
+    page = (work / "reports/folded.md").read_text()
+    assert "folded points (phase, G): each is cut to N of them" in page
+
+
+def test_a_folded_curve_with_a_phase_gap_gets_the_relation_alone(folded_project):
+    """A folded curve with a hole in phase: no curve for the network, the classical relation at
+    the φ31, R21 of a Fourier fit of its points in phase (this model has no periods), flagged
+    out of domain; checked against an independent least-squares fit."""
+    import mlflow
+
+    from rrlfeh.data.dg22 import read_dg22_curves
+    from rrlfeh.training.ensemble import Ensemble
+
+    work, ids, _ = folded_project
+    curves = read_dg22_curves(work / "folded/lc_dev_g.tar.gz")
+    sid = int(curves.groupby("source_id").size().idxmax())
+    mine = curves[curves["source_id"] == sid]
+    gap = mine[(mine["phase"] < 0.3) | (mine["phase"] > 0.65)]  # 0.35 of the cycle empty
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    out = mlflow.pyfunc.load_model("models:/rrl-feh-folded@champion").predict(
+        gap.assign(type="RRab")).iloc[0]
+    assert out["status"] == "ok" and not out["in_domain"]
+    assert "phase gap" in out["domain_reason"]
+    assert "[Fe/H] from the classical relation alone" in out["domain_reason"]
+    assert out["feh_spread"] == 0 and out["feh_std"] > 0
+    rel = Ensemble.load(work / "models/final/RRab").manifest["relation"]
+    assert "period" not in rel["features"]
+    x, mag = 2 * np.pi * gap["phase"].to_numpy(), gap["mag"].to_numpy()
+    best = None
+    for k in (3, 4, 5, 6):  # the independent fit's own BIC, equal weights
+        design = np.column_stack([np.ones_like(x)] + [f(j * x) for j in range(1, k + 1)
+                                                      for f in (np.cos, np.sin)])
+        coef = np.linalg.lstsq(design, mag, rcond=None)[0]
+        chi2 = np.sum((mag - design @ coef) ** 2)
+        bic = len(x) * np.log(chi2 / len(x)) + (2 * k + 1) * np.log(len(x))
+        if best is None or bic < best[0]:
+            best = (bic, coef)
+    a, b = best[1][1::2], best[1][2::2]
+    ph = np.arctan2(-b, a)
+    grid = 2 * np.pi * np.linspace(0, 1, 1000, endpoint=False)
+    curve = sum(a[j] * np.cos((j + 1) * grid) + b[j] * np.sin((j + 1) * grid)
+                for j in range(len(a)))
+    values = {"phi31": np.angle(np.exp(1j * (ph[2] - 3 * ph[0] - 3.3))),
+              "r21": np.hypot(a[1], b[1]) / np.hypot(a[0], b[0]),
+              "amplitude": float(np.ptp(curve))}
+    expected = rel["coef"][0] + sum(c * values[f] for c, f in zip(rel["coef"][1:],
+                                                                 rel["features"], strict=True))
+    assert out["feh"] == pytest.approx(expected, abs=0.02)

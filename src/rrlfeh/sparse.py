@@ -48,14 +48,16 @@ def star_rng(seed: int, source_id: int) -> np.random.Generator:
 def draw_subsets(epochs: pd.DataFrame, source_ids: Sequence[int], n_epochs: Sequence[int],
                  n_draws: int, seed: int, min_epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(subsets, their epochs) of the stars `source_ids` with >= `min_epochs` clean epochs
-    (`rejected` false): per star, for each N ascending, `n_draws` draws of N of its clean epochs
-    without replacement (star_rng(seed, source_id).choice, indices sorted, in time order), then
-    the full clean curve. subsets: subset_id, source_id, cut ('15' or 'full'), draw, n_epochs;
+    (`rejected` false; epochs in `time`, or folded points in `phase`): per star, for each N
+    ascending, `n_draws` draws of N of its clean epochs without replacement
+    (star_rng(seed, source_id).choice, indices sorted, in time or phase order), then the full
+    clean curve. subsets: subset_id, source_id, cut ('15' or 'full'), draw, n_epochs;
     the epochs: the chosen rows of `epochs` with their subset_id first."""
     sizes = check_cuts(n_epochs, n_draws, min_epochs)
     clean = epochs[~epochs["rejected"].to_numpy(bool)
                    & epochs["source_id"].isin(np.asarray(source_ids, np.int64))]
-    clean = clean.sort_values(["source_id", "time"], kind="stable")
+    x = "time" if "time" in clean.columns else "phase"
+    clean = clean.sort_values(["source_id", x], kind="stable")
     rows, picks, next_id = [], [], 0
     for sid, mine in clean.groupby("source_id", sort=True):
         m = len(mine)

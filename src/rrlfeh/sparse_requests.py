@@ -17,12 +17,16 @@ def request(chosen: pd.DataFrame, subsets: pd.DataFrame, stars: pd.DataFrame,
             mode: str, bands: pd.DataFrame | None = None) -> pd.DataFrame:
     """The pyfunc's long form of the subsets (each subset a star: source_id = subset_id), with
     the star's period, epoch_max and type (`with_period`) or without them (`without_period`,
-    then with `bands`' BP/RP rows of the chosen transits, and a `band` column)."""
+    then with `bands`' BP/RP rows of the chosen transits, and a `band` column). Folded points
+    (`phase` instead of `time`) go as the folded form: source_id, phase, mag, with the period
+    and type or without them."""
     from rrlfeh.serving.inputs import request_frame
 
     per_subset = stars.set_index("source_id").reindex(subsets["source_id"].to_numpy())
     per_subset = per_subset.reset_index(drop=True).assign(
         source_id=subsets["subset_id"].to_numpy())
+    if "time" not in chosen.columns:
+        return folded_request(chosen, per_subset, mode)
     frame = request_frame(chosen.assign(source_id=chosen["subset_id"]), per_subset)
     if mode == "with_period":
         return frame
@@ -34,6 +38,19 @@ def request(chosen: pd.DataFrame, subsets: pd.DataFrame, stars: pd.DataFrame,
     extra = extra.assign(source_id=extra["subset_id"])[[*frame.columns, "band"]]
     both = pd.concat([frame.assign(band="G"), extra], ignore_index=True)
     return both.sort_values("source_id", kind="stable", ignore_index=True)
+
+
+def folded_request(chosen: pd.DataFrame, per_subset: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """The folded form of subsets of folded points (source_id = subset_id, phase, mag), with
+    each subset's period and type (`with_period`) or without them."""
+    frame = pd.DataFrame({"source_id": chosen["subset_id"].to_numpy(np.int64),
+                          "phase": chosen["phase"].to_numpy(float),
+                          "mag": chosen["mag"].to_numpy(float)})
+    if mode != "with_period":
+        return frame
+    joined = per_subset.set_index("source_id").reindex(frame["source_id"].to_numpy())
+    return frame.assign(period=joined["period"].to_numpy(float),
+                        type=joined["type"].astype(object).to_numpy())
 
 
 def read_bands(path: Path, ids: np.ndarray) -> pd.DataFrame:

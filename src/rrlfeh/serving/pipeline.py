@@ -256,7 +256,7 @@ def _score_type(req: Request, kind: str, rows: np.ndarray, out: pd.DataFrame,
     if len(rej):
         rej = rej.drop_duplicates("source_id")
         status[where.reindex(rej["source_id"]).to_numpy()] = rej["reason"].astype(str).to_numpy()
-        if req.form == "time" and "relation" in ens.manifest:
+        if "relation" in ens.manifest:
             _relation_alone(e, rej, where, out, status, notes, ens, knobs["fourier"],
                             model.templates.get(kind))
     if len(pc) == 0:
@@ -303,8 +303,9 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
                     fourier: Mapping[str, Any], bank: Any = None) -> None:
     """A value from the classical relation alone for stars whose curve the spline refused only
     for its phase coverage (no curve for the network): P and φ31, R21 from the one Fourier fit of
-    their epochs, and from the dense shapes of `bank` (a template fit needs no phase origin);
-    flagged out of domain with the reason. Stars it cannot fit keep their status."""
+    their epochs (folded points: at times phase × P, or in phase without one), and from the
+    dense shapes of `bank` (a template fit needs no phase origin); flagged out of domain with
+    the reason. Stars it cannot fit keep their status."""
     from rrlfeh.lightcurve.features import star_features
     from rrlfeh.lightcurve.templates import bank_features
     from rrlfeh.preprocess.curves import MAG_LIMITS
@@ -321,14 +322,19 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
             continue
         row = int(where[sid])
         mine = e[e["source_id"] == sid]
-        t, mag = mine["time"].to_numpy(float), mine["mag"].to_numpy(float)
+        period = float(out.at[row, "period"])
+        if "time" in mine.columns:
+            t, cycle = mine["time"].to_numpy(float), period
+        else:  # folded: one cycle of the period, or of phase (a model without periods)
+            cycle = period if np.isfinite(period) else 1.0
+            t = mine["phase"].to_numpy(float) * cycle
+        mag = mine["mag"].to_numpy(float)
         with np.errstate(invalid="ignore"):
             use = np.isfinite(t) & (mag > MAG_LIMITS[0]) & (mag < MAG_LIMITS[1])
-        period = float(out.at[row, "period"])
         sigma = mine["mag_error"].to_numpy(float)[use]
-        f = star_features(t[use], mag[use], sigma, period, **fourier)
+        f = star_features(t[use], mag[use], sigma, cycle, **fourier)
         n = int(use.sum())
-        shape = bank_features(bank, (t[use] / period) % 1.0, mag[use], sigma, np.array([n]))
+        shape = bank_features(bank, (t[use] / cycle) % 1.0, mag[use], sigma, np.array([n]))
         fit = (centred_phi31([f["phi31"]]), np.array([f["r21"]]))
         values = {"period": np.array([period]), "phi31": fit[0], "r21": fit[1],
                   "amplitude": np.array([f["amplitude"]]), **template_values(*shape, *fit)}

@@ -469,17 +469,23 @@ def _sparse_section(kind: str, sparse: Mapping[str, Any]) -> list[str]:
     from rrlfeh.sparse import cut_labels, report_table
 
     s = sparse["settings"]
+    folded = s.get("source") == "folded"
+    what = "folded points (phase, G)" if folded else "clean G epochs"
     md = ["### Sparse curves (stage `sparse`)", ""]
     t = sparse.get(kind)
     if not t or not any(m in t for m in ("with_period", "without_period")):
-        return md + [f"No test star with ≥ {s['min_epochs']} clean G epochs.", ""]
+        return md + [f"No test star with ≥ {s['min_epochs']} {what}.", ""]
     first = next(iter(t.get("with_period") or t["without_period"]))
     n_stars = (t.get("with_period") or t["without_period"])[first]["n_stars"]
-    md += [f"{n_stars} of {t['n_test_stars']} test stars have ≥ {s['min_epochs']} clean G "
-           f"epochs: each is cut to N of them ({s['n_draws']} random draws per N) and kept in "
-           "full, and every subset is scored with the catalogue period, epoch of maximum and "
-           "type (P given) and without them (no P: the model derives them; BP/RP epochs: "
-           f"{s['bands']}). RMSE against the label; scored: the champion's share of the "
+    modes = ("with the period `preprocess` gave the star's full curve and its type (P given) "
+             "and without them (no P: the model finds the period in the subset's own points, "
+             "from Gaia's scan gaps)" if folded else
+             "with the catalogue period, epoch of maximum and type (P given) and without them "
+             f"(no P: the model derives them; BP/RP epochs: {s['bands']})")
+    md += [f"{n_stars} of {t['n_test_stars']} test stars have ≥ {s['min_epochs']} {what}: "
+           f"each is cut to N of them ({s['n_draws']} random draws per N) and kept in "
+           f"full, and every subset is scored {modes}. RMSE against the label; scored: the "
+           "champion's share of the "
            "subsets (a subset not scored counts against it), the others' in parentheses where "
            "below 100 %. The line: [Fe/H] = a + b·P + c·φ31 fitted on the training stars, at "
            "the φ31 of each subset's own Fourier fit (no P: at the champion's derived period). "

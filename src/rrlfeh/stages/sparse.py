@@ -4,7 +4,10 @@ The test-split stars of `preprocess` with at least `sparse.min_epochs` clean G e
 to N of them (`sparse.n_epochs`, `sparse.n_draws` seeded draws each; rrlfeh.sparse) and kept in
 full, and every subset is scored in two modes: with the star's catalogue period, epoch of
 maximum and type, and without them (the model derives them; with `sparse.bands` also the BP and
-RP epochs of the chosen transits, where the served model takes a `band` column). Three models:
+RP epochs of the chosen transits, where the served model takes a `band` column). Pre-folded
+curves (`preprocess.source` folded, e.g. DG22) are cut to N of their folded points and sent in
+the folded form, with the period preprocess gave the star's full curve or without it. Three
+models:
 
 - the champion, loaded as `rrlfeh score` loads it and called through its own predict (the one
   scoring path), a chunk of `sparse.chunk_subsets` subsets at a time;
@@ -173,21 +176,24 @@ def long_rows(subsets: pd.DataFrame, out: pd.DataFrame, mode: str, model: str) -
 def subset_phi31(chosen: pd.DataFrame, period: pd.Series,
                  knobs: Mapping[str, Any]) -> pd.Series:
     """φ31 (centred as the network and the relations take it) of each subset's own Fourier fit
-    at `period` (by subset_id; NaN where the period is NaN or the fit fails)."""
+    at `period` (by subset_id; NaN where the period is NaN or the fit fails). Folded points
+    (`phase`, no errors) are fitted at times phase × period with the default error."""
     from rrlfeh.data.schema import mag_error
     from rrlfeh.lightcurve.features import star_features
     from rrlfeh.preprocess.network_input import centred_phi31
 
     out = pd.Series(np.nan, index=period.index, dtype=float)
-    sigma = mag_error(chosen)
+    timed = "time" in chosen.columns
+    sigma = mag_error(chosen) if timed else np.full(len(chosen), np.nan)
     with np.errstate(all="ignore"):
         for sub, idx in chosen.groupby("subset_id").indices.items():
             p = period.get(sub, np.nan)
             if not np.isfinite(p):
                 continue
             e = chosen.iloc[idx]
-            out[sub] = star_features(e["time"].to_numpy(float), e["mag"].to_numpy(float),
-                                     sigma[idx], float(p), **knobs)["phi31"]
+            t = e["time"].to_numpy(float) if timed else e["phase"].to_numpy(float) * float(p)
+            out[sub] = star_features(t, e["mag"].to_numpy(float), sigma[idx], float(p),
+                                     **knobs)["phi31"]
     return pd.Series(centred_phi31(out.to_numpy()), index=out.index)
 
 
@@ -253,15 +259,40 @@ class Inputs:
     n_test: dict[str, int]
 
 
-def load_inputs(raw_dir: Path, processed_dir: Path, s: Settings) -> Inputs:
-    """The test stars' subsets (rrlfeh.sparse.draw_subsets) with their type and label."""
+def folded_inputs(curves: Path, processed_dir: Path, test: pd.DataFrame
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(points, stars) of the test stars' pre-folded curves: their folded points (source_id,
+    phase, mag, rejected false) and the period preprocess gave each full curve (given, or from
+    its scan gaps), with its type and no epoch of maximum (the phases are the curve's own)."""
+    from rrlfeh.data.dg22 import read_dg22_curves
+
+    points = read_dg22_curves(curves)
+    points = points[points["source_id"].isin(test["source_id"])].assign(rejected=False)
+    parts = []
+    for kind in schema.TYPES:
+        path = processed_dir / f"{kind}.npz"
+        if path.exists():
+            d = npz_rows(path, "test")
+            parts.append(pd.DataFrame({"source_id": d["source_id"].astype(np.int64),
+                                       "period": d["period"].astype(float),
+                                       "epoch_max": np.nan, "type": kind}))
+    return points.reset_index(drop=True), pd.concat(parts, ignore_index=True)
+
+
+def load_inputs(raw_dir: Path, processed_dir: Path, s: Settings,
+                folded: Path | None = None) -> Inputs:
+    """The test stars' subsets (rrlfeh.sparse.draw_subsets) with their type and label: of their
+    epochs in `raw_dir`, or of their pre-folded points in the file `folded`."""
     from rrlfeh.sparse import draw_subsets
 
     test = test_stars(processed_dir)
-    epochs = pd.read_parquet(raw_dir / "epochs.parquet",
-                             filters=[("source_id", "in", test["source_id"].tolist())])
-    stars = pd.read_parquet(raw_dir / "stars.parquet",
-                            columns=["source_id", "period", "epoch_max", "type"])
+    if folded is not None:
+        epochs, stars = folded_inputs(folded, processed_dir, test)
+    else:
+        epochs = pd.read_parquet(raw_dir / "epochs.parquet",
+                                 filters=[("source_id", "in", test["source_id"].tolist())])
+        stars = pd.read_parquet(raw_dir / "stars.parquet",
+                                columns=["source_id", "period", "epoch_max", "type"])
     subsets, chosen = draw_subsets(epochs, test["source_id"], s.n_epochs, s.n_draws, s.seed,
                                    s.min_epochs)
     subsets = subsets.merge(test, on="source_id", how="left")
@@ -298,8 +329,9 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
     reference_dir = root / config.section(params, "reference").get("out_dir", "models/reference")
     derive = dict(config.section(params, "acquire").get("derive", {}))
     n_jobs = int(derive.get("n_jobs", 1))
+    folded = folded_curves(config.section(params, "preprocess"), root)
     t0 = time.perf_counter()
-    inp = load_inputs(acq.out_dir, processed, s)
+    inp = load_inputs(acq.out_dir, processed, s, folded)
     log.info("sparse: %d subsets of %d test stars with >= %d clean epochs (of %s test stars)",
              len(inp.subsets), inp.subsets["source_id"].nunique(), s.min_epochs,
              ", ".join(f"{v} {k}" for k, v in sorted(inp.n_test.items())))
@@ -309,8 +341,10 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
     version = resolved.version
     log.info("sparse: champion %s", resolved.describe())
     settings = champion.unwrap_python_model().model.settings
-    bands, bands_note = _bands(s, acq, champion, inp)
-    files = [acq.out_dir / "epochs.parquet", acq.out_dir / "stars.parquet",
+    bands, bands_note = ((None, "none (folded curves)") if folded is not None
+                         else _bands(s, acq, champion, inp))
+    files = [*([folded] if folded is not None else
+               [acq.out_dir / "epochs.parquet", acq.out_dir / "stars.parquet"]),
              *sorted(processed.glob("*.npz")), *reference_files(reference_dir)]
     key = cache_key(files, {"uri": uri, "version": version,
                             "uuid": champion.metadata.model_uuid, "sparse": asdict(s),
@@ -333,6 +367,7 @@ def run(params: Mapping[str, Any], root: Path, metrics_path: Path) -> dict[str, 
     cuts = cut_labels(s.n_epochs)
     metrics = stage_metrics(predictions, inp, s, {
         "model_uri": uri, "model_version": version, "bands": bands_note,
+        "source": "folded" if folded is not None else "raw",
         "paper_gru_modes": list(s.paper_gru_modes) if paper else [],
         "seconds": round(time.perf_counter() - t0, 1)})
     error_vs_epochs(metrics, cuts, root / s.figures_dir / FIGURE)
@@ -373,6 +408,14 @@ def score_mode(mode: str, inp: Inputs, champion: Any, paper: Any,
             read_request(c), paper, derive_n_jobs=n_jobs), cache, f"{mode}_paper_gru")
         rows.append(long_rows(inp.subsets[kinds], got, mode, "paper_gru"))
     return rows
+
+
+def folded_curves(pre: Mapping[str, Any], root: Path) -> Path | None:
+    """The pre-folded curves file the test stars came from (`preprocess.source` folded), or
+    None for epochs in time (data/raw)."""
+    if pre.get("source", "raw") != "folded":
+        return None
+    return root / str(pre["folded"]["curves"])
 
 
 def _bands(s: Settings, acq: Any, champion: Any,
