@@ -3,6 +3,10 @@ reason for bad ones."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,6 +86,39 @@ def test_bad_stars_have_reasons_and_nans(derived: pd.DataFrame) -> None:
 def test_parallel_matches_serial(mixed_epochs: pd.DataFrame, derived: pd.DataFrame) -> None:
     par = derive_light_curve_parameters(mixed_epochs, n_jobs=2, chunk_size=2)
     pd.testing.assert_frame_equal(par, derived)
+
+
+def _pid(_: int) -> int:
+    time.sleep(0.05)  # long enough that every worker takes a task
+    return os.getpid()
+
+
+def _worker_pids(n: int) -> set[int]:
+    """The pids of the kept pool of `n` workers."""
+    from rrlfeh.lightcurve.derive import worker_pool
+
+    return set(worker_pool(n).map(_pid, range(8)))
+
+
+def test_parallel_runs_reuse_their_worker_processes_and_survive_a_killed_one(
+        mixed_epochs: pd.DataFrame, derived: pd.DataFrame) -> None:
+    """A second call runs in the same spawned workers (no imports again per call); a worker
+    killed between calls costs a new pool, not the answer."""
+    from rrlfeh.lightcurve.derive import drop_pool
+
+    drop_pool(2)
+    first = derive_light_curve_parameters(mixed_epochs, n_jobs=2, chunk_size=2)
+    pids = _worker_pids(2)
+    again = derive_light_curve_parameters(mixed_epochs, n_jobs=2, chunk_size=2)
+    assert _worker_pids(2) == pids and len(pids) == 2 and os.getpid() not in pids
+    pd.testing.assert_frame_equal(first, derived)
+    pd.testing.assert_frame_equal(again, derived)
+    killed = min(pids)
+    os.kill(killed, signal.SIGKILL)
+    time.sleep(0.5)
+    after = derive_light_curve_parameters(mixed_epochs, n_jobs=2, chunk_size=2)
+    pd.testing.assert_frame_equal(after, derived)
+    assert killed not in _worker_pids(2)
 
 
 def test_missing_column_and_empty_input(mixed_epochs: pd.DataFrame) -> None:
