@@ -17,6 +17,7 @@ import yaml
 from rrlfeh.sparse import (
     FULL,
     check_cuts,
+    coverage_interval,
     cut_labels,
     draw_subsets,
     fit_line,
@@ -131,6 +132,28 @@ def test_summarise_counts_unscored_subsets_against_the_share():
     assert "within_1sigma" not in summarise(label, feh)
     none = summarise(label, np.full(6, np.nan), std)
     assert none["share"] == 0 and none["rmse"] is None and none["within_1sigma"] is None
+
+
+def test_the_coverage_interval_counts_stars_not_draws():
+    """Stars whose draws all land in or all out are as many samples as stars: the interval's
+    width is the binomial one of 200 stars (±1.96 sqrt(p(1-p)/200)), whatever the draws a star;
+    draws that land independently narrow it to that of the subsets."""
+    rng = np.random.default_rng(5)
+    stars = np.repeat(np.arange(200), 5)
+    p = 0.7
+    clustered = np.repeat(rng.random(200) < p, 5)
+    lo, hi = coverage_interval(clustered, stars)
+    share = clustered.mean()
+    assert lo < share < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * np.sqrt(p * (1 - p) / 200), rel=0.2)
+    independent = rng.random(1000) < p
+    lo2, hi2 = coverage_interval(independent, stars)
+    assert hi2 - lo2 == pytest.approx(2 * 1.96 * np.sqrt(p * (1 - p) / 1000), rel=0.25)
+    assert coverage_interval(clustered[:5], stars[:5]) is None  # one star: no interval
+    label = np.zeros(1000)
+    got = summarise(label, np.where(clustered, 0.05, 0.5), np.full(1000, 0.1), stars)
+    assert got["within_1sigma"] == pytest.approx(share)
+    assert got["within_1sigma_ci"] == pytest.approx([lo, hi])
 
 
 def test_metrics_table_groups_by_type_mode_and_cut():

@@ -95,11 +95,31 @@ def line_predict(coef: np.ndarray, period: np.ndarray, phi31: np.ndarray) -> np.
     return coef[0] + coef[1] * np.asarray(period, float) + coef[2] * np.asarray(phi31, float)
 
 
-def summarise(label: np.ndarray, feh: np.ndarray,
-              feh_std: np.ndarray | None = None) -> dict[str, Any]:
+CI_RESAMPLES = 1000  # resamples of the stars behind the ±1σ share's 95 % interval
+
+
+def coverage_interval(inside: np.ndarray, star: np.ndarray, seed: int = 0
+                      ) -> tuple[float, float] | None:
+    """The 95 % interval of the share of `inside` (a subset within ±1 feh_std) from resampling
+    the stars with replacement, each with all its subsets: a star's draws share its label and
+    shape, so the stars, not the subsets, are the sample (None for fewer than 2 stars)."""
+    ids, which = np.unique(np.asarray(star), return_inverse=True)
+    if ids.size < 2:
+        return None
+    hits = np.bincount(which, weights=np.asarray(inside, float), minlength=ids.size)
+    counts = np.bincount(which, minlength=ids.size).astype(float)
+    pick = np.random.default_rng(seed).integers(0, ids.size, (CI_RESAMPLES, ids.size))
+    shares = hits[pick].sum(axis=1) / counts[pick].sum(axis=1)
+    lo, hi = np.quantile(shares, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def summarise(label: np.ndarray, feh: np.ndarray, feh_std: np.ndarray | None = None,
+              star: np.ndarray | None = None) -> dict[str, Any]:
     """One model on a set of subsets: the share scored (finite feh), RMSE, MAE and R² of the
     scored ones against the label and, with `feh_std`, the shares within 1 and 2 feh_std
-    (None where fewer than 2 are scored)."""
+    (None where fewer than 2 are scored), with `star` (each subset's star) the ±1σ share's
+    95 % interval (`coverage_interval`)."""
     from rrlfeh.evaluation import coverage
     from rrlfeh.training.metrics import regression_metrics
 
@@ -115,6 +135,10 @@ def summarise(label: np.ndarray, feh: np.ndarray,
         has = ok & np.isfinite(std) & (std > 0)
         c = coverage(feh[has] - label[has], std[has]) if has.sum() >= 2 else {}
         out.update(within_1sigma=c.get("within_1sigma"), within_2sigma=c.get("within_2sigma"))
+        if star is not None and has.sum() >= 2:
+            ci = coverage_interval(np.abs(feh[has] - label[has]) <= std[has],
+                                   np.asarray(star)[has])
+            out["within_1sigma_ci"] = None if ci is None else list(ci)
     return out
 
 
@@ -143,14 +167,14 @@ def _cut_metrics(rows: pd.DataFrame) -> dict[str, Any]:
         if len(mine):
             std = mine["feh_std"].to_numpy(float) if model != "line" else None
             out[model] = summarise(mine["label"].to_numpy(float), mine["feh"].to_numpy(float),
-                                   std)
+                                   std, mine["source_id"].to_numpy())
     return out
 
 
 def report_table(by_mode: Mapping[str, Any], cuts: Sequence[str]) -> pd.DataFrame:
     """The report's table of one type: a row a cut; per mode the RMSE of each model (the line's
     and the paper GRU's with their share scored where below 100 %), the champion's R², share
-    scored and coverage."""
+    scored and coverage (±1σ with its 95 % interval over the stars where known)."""
     rows = []
     for cut in cuts:
         row: dict[str, str] = {"N": cut}
@@ -163,7 +187,9 @@ def report_table(by_mode: Mapping[str, Any], cuts: Sequence[str]) -> pd.DataFram
             row[f"champion R² ({tag})"] = ("" if champ.get("r2") is None
                                            else f"{champ['r2']:.2f}")
             row[f"scored ({tag})"] = _pct(champ.get("share"))
-            row[f"±1σ / ±2σ ({tag})"] = (f"{_pct(champ.get('within_1sigma'))} / "
+            ci = champ.get("within_1sigma_ci")
+            span = "" if not ci else f" ({100 * ci[0]:.0f}–{100 * ci[1]:.0f})"
+            row[f"±1σ / ±2σ ({tag})"] = (f"{_pct(champ.get('within_1sigma'))}{span} / "
                                          f"{_pct(champ.get('within_2sigma'))}" if champ else "")
         rows.append(row)
     return pd.DataFrame(rows)

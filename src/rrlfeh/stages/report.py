@@ -492,7 +492,8 @@ def _sparse_section(kind: str, sparse: Mapping[str, Any]) -> list[str]:
            "The paper's GRU: stage `reference`'s fold models through the same scoring path ("
            f"modes {', '.join(m.replace('_', ' ') for m in s['paper_gru_modes'])}: "
            "`sparse.paper_gru_modes`). ±1σ / ±2σ: the champion's residuals within 1 and 2 "
-           "feh_std (Gaussian 68 % / 95 %).", "",
+           "feh_std (Gaussian 68 % / 95 %), ±1σ with its 95 % interval from resampling the "
+           "stars (a star's draws share its label: the stars are the sample).", "",
            _frame_md(report_table(t, cut_labels(s["n_epochs"]))), ""]
     return md
 
