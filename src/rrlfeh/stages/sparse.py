@@ -92,14 +92,16 @@ def npz_rows(path: Path, part: str) -> dict[str, np.ndarray]:
 
 
 def test_stars(processed_dir: Path) -> pd.DataFrame:
-    """source_id, type, label of every test star (the type of the file that holds it)."""
+    """source_id, type, label of every test star (the type of the file that holds it) and the
+    period preprocess gave its curve."""
     parts = []
     for kind in schema.TYPES:
         path = processed_dir / f"{kind}.npz"
         if path.exists():
             d = npz_rows(path, "test")
             parts.append(pd.DataFrame({"source_id": d["source_id"].astype(np.int64),
-                                       "type": kind, "label": d["y"].astype(float)}))
+                                       "type": kind, "label": d["y"].astype(float),
+                                       "period": d["period"].astype(float)}))
     if not parts:
         raise FileNotFoundError(f"{processed_dir}: no <type>.npz (run `rrlfeh preprocess`)")
     return pd.concat(parts, ignore_index=True)
@@ -259,24 +261,16 @@ class Inputs:
     n_test: dict[str, int]
 
 
-def folded_inputs(curves: Path, processed_dir: Path, test: pd.DataFrame
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(points, stars) of the test stars' pre-folded curves: their folded points (source_id,
+def folded_inputs(curves: Path, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(points, stars) of the `test` stars' pre-folded curves: their folded points (source_id,
     phase, mag, rejected false) and the period preprocess gave each full curve (given, or from
     its scan gaps), with its type and no epoch of maximum (the phases are the curve's own)."""
     from rrlfeh.data.dg22 import read_dg22_curves
 
     points = read_dg22_curves(curves)
     points = points[points["source_id"].isin(test["source_id"])].assign(rejected=False)
-    parts = []
-    for kind in schema.TYPES:
-        path = processed_dir / f"{kind}.npz"
-        if path.exists():
-            d = npz_rows(path, "test")
-            parts.append(pd.DataFrame({"source_id": d["source_id"].astype(np.int64),
-                                       "period": d["period"].astype(float),
-                                       "epoch_max": np.nan, "type": kind}))
-    return points.reset_index(drop=True), pd.concat(parts, ignore_index=True)
+    stars = test[["source_id", "period", "type"]].assign(epoch_max=np.nan)
+    return points.reset_index(drop=True), stars
 
 
 def load_inputs(raw_dir: Path, processed_dir: Path, s: Settings,
@@ -287,7 +281,7 @@ def load_inputs(raw_dir: Path, processed_dir: Path, s: Settings,
 
     test = test_stars(processed_dir)
     if folded is not None:
-        epochs, stars = folded_inputs(folded, processed_dir, test)
+        epochs, stars = folded_inputs(folded, test)
     else:
         epochs = pd.read_parquet(raw_dir / "epochs.parquet",
                                  filters=[("source_id", "in", test["source_id"].tolist())])
@@ -295,7 +289,7 @@ def load_inputs(raw_dir: Path, processed_dir: Path, s: Settings,
                                 columns=["source_id", "period", "epoch_max", "type"])
     subsets, chosen = draw_subsets(epochs, test["source_id"], s.n_epochs, s.n_draws, s.seed,
                                    s.min_epochs)
-    subsets = subsets.merge(test, on="source_id", how="left")
+    subsets = subsets.merge(test[["source_id", "type", "label"]], on="source_id", how="left")
     n_test = test["type"].value_counts().to_dict()
     return Inputs(subsets, chosen, stars, {k: int(v) for k, v in n_test.items()})
 
