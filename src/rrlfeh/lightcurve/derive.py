@@ -11,6 +11,7 @@ processes in chunks of stars.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -335,7 +336,7 @@ def _map_chunks(pool: ProcessPoolExecutor, chunks: list[list[Star]],
     return [r for res in pool.map(_derive_chunk, chunks, [kwargs] * len(chunks)) for r in res]
 
 
-_POOLS: dict[int, ProcessPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ProcessPoolExecutor] = {}  # by (owning process, n_jobs)
 _POOLS_LOCK = threading.Lock()
 
 
@@ -343,19 +344,21 @@ def worker_pool(n_jobs: int) -> ProcessPoolExecutor:
     """The process's pool of `n_jobs` spawned workers (spawn: safe beside TensorFlow), made on
     first use and kept: a spawned worker pays the imports of its parent's main module and of
     this package (~1-2 s, a third of the workers' time when the pyfunc made a pool per chunk of
-    2,000 stars), now once per process. Threads share it; it closes at interpreter exit."""
+    2,000 stars), now once per process. Threads share it; a forked child makes its own (the
+    parent's pool is not its to use); it closes at interpreter exit."""
+    key = (os.getpid(), n_jobs)
     with _POOLS_LOCK:
-        pool = _POOLS.get(n_jobs)
+        pool = _POOLS.get(key)
         if pool is None:
             pool = ProcessPoolExecutor(max_workers=n_jobs,
                                        mp_context=multiprocessing.get_context("spawn"))
-            _POOLS[n_jobs] = pool
+            _POOLS[key] = pool
         return pool
 
 
 def drop_pool(n_jobs: int) -> None:
     """Forget (and shut down) the pool of `n_jobs` workers: the next call makes a new one."""
     with _POOLS_LOCK:
-        pool = _POOLS.pop(n_jobs, None)
+        pool = _POOLS.pop((os.getpid(), n_jobs), None)
     if pool is not None:
         pool.shutdown(wait=False, cancel_futures=True)
