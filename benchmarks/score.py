@@ -10,9 +10,12 @@
    curves without them on the first `--raw-stars` stars (derived inside the pyfunc,
    params={"derive_n_jobs": 2}).
    Mode (a) again with `--threads` chunks at once, as the score stage runs them
-   (`score.threads`, rrlfeh.serving.pyfunc.predict_chunks), checked equal to the first run.
+   (`score.threads`, rrlfeh.serving.pyfunc.predict_chunks), checked equal to the first run;
+   and in `--processes` worker processes (`score.processes`, rrlfeh.serving.workers, each
+   loading the model itself), as the score stage runs an input of more chunks than workers.
 2. Where the time of (a) goes (reading, joining, the pyfunc's parts) and the goal line (>= 5,000
-   curves/s end to end in mode (a), on 2 cores; the threaded run where there is one).
+   curves/s end to end in mode (a), on 2 cores; the run in worker processes where there is one,
+   else the threaded run).
 
 The bare ensemble engines on the arrays of (a) are benchmarks/ensemble_engines.py; one-star
 requests to the real `mlflow models serve` benchmarks/serve_latency.py (and under concurrent
@@ -27,6 +30,7 @@ average is printed at the start and the end.
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/score.py [--n-stars 9999]
         [--ensemble champion|synthetic] [--synthetic-members 10] [--tracking-uri URI]
         [--model-uri URI] [--raw-stars 1000] [--chunk-stars 2000] [--threads 2]
+        [--processes 2] [--passes 2]
         [--spline-chunk 256] [--gc-freeze] [--data DIR]
 """
 
@@ -50,6 +54,7 @@ from scoring_setup import (
     model_uri,
     run_benchmark,
     score_mode,
+    with_spline_chunk,
 )
 
 GOAL = 5000.0  # curves/s end to end on 2 cores (issue 18)
@@ -98,11 +103,15 @@ def print_breakdown(a: dict[str, Any], b: dict[str, Any], t_read: float, n_file:
           f"joining {n / total:,.0f} curves/s ({os.cpu_count()} cores)")
     how = "pyfunc predict, mode a, one chunk at a time"
     if threaded is not None:
-        e2e = n / threaded["predict"]
-        how = (f"mode a, {threaded['threads']} chunks at once as the score stage runs them, "
+        e2e = threaded["n"] / threaded["predict"]
+        many = threaded["processes"] if threaded["processes"] > 1 else threaded["threads"]
+        kind = "worker processes" if threaded["processes"] > 1 else "threads"
+        how = (f"mode a, {many} chunks at once in {kind} as the score stage runs them, "
                "cutting and joining included")
-        print(f"end to end, mode (a), {threaded['threads']} threads: {e2e:,.0f} curves/s "
-              f"(+ reading {read:.2f} s: {n / (threaded['predict'] + read):,.0f} curves/s)")
+        read_all = read * threaded["n"] / n
+        print(f"end to end, mode (a), {many} {kind}: {e2e:,.0f} curves/s (+ reading "
+              f"{read_all:.2f} s: {threaded['n'] / (threaded['predict'] + read_all):,.0f} "
+              "curves/s)")
     print(f"goal >= {GOAL:,.0f} curves/s end to end on 2 cores: "
           f"{'met' if e2e >= GOAL else 'missed'} ({e2e:,.0f} curves/s, {how})")
 
@@ -124,13 +133,15 @@ def full_collection(freeze: bool) -> None:
 
 def run_all(args: argparse.Namespace, tmp: Path) -> None:
     t_start = time.perf_counter()
-    model = load_model(*model_uri(args, tmp))
+    uri, what = model_uri(args, tmp)
+    model = load_model(uri, what)
     curves = model.unwrap_python_model().model.settings["preprocess"]["curves"]
     if args.spline_chunk and args.spline_chunk != curves.get("chunk_size"):
         print(f"  the spline's chunk_size {curves.get('chunk_size')} of the model's settings -> "
               f"{args.spline_chunk} (--spline-chunk: what a model trained with params.yaml now "
-              "carries; the same numbers, benchmarks/chunk_sizes.py)")
-        curves["chunk_size"] = args.spline_chunk
+              "carries; the same numbers, benchmarks/chunk_sizes.py), in a local copy")
+        uri = with_spline_chunk(uri, args.spline_chunk, tmp)
+        model = load_model(uri, f"{what}, chunk_size {args.spline_chunk}")
     data = load_curves(args)
     epochs, known, cat_ids = data.epochs, data.known, data.cat_ids
     full_collection(args.gc_freeze)
@@ -147,6 +158,12 @@ def run_all(args: argparse.Namespace, tmp: Path) -> None:
         print(f"\n1. end to end, pyfunc predict in chunks of {args.chunk_stars} stars")
         a = score_mode(model, epochs, known, cat_ids, args.chunk_stars, timers)
         print_mode("(a) period, epoch of maximum, type given (the goal's mode)", a)
+        # the worker processes first: after the run in threads, this process (which then only
+        # cuts and joins) left them a fifth slower in one trial; the stage runs one or the other
+        a3 = None
+        if args.processes > 1:
+            a3 = in_processes(args, uri, model_settings_note=what, epochs=epochs, known=known,
+                              cat_ids=cat_ids, timers=timers, reference=a)
         a2 = None
         if args.threads > 1:
             a2 = score_mode(model, epochs, known, cat_ids, args.chunk_stars, timers,
@@ -170,8 +187,43 @@ def run_all(args: argparse.Namespace, tmp: Path) -> None:
     finally:
         timers.restore()
 
-    print_breakdown(a, b, data.t_read, epochs["source_id"].nunique(), a2)
+    print_breakdown(a, b, data.t_read, epochs["source_id"].nunique(), a3 or a2)
     print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s")
+
+
+def in_processes(args: argparse.Namespace, uri: str, model_settings_note: str,
+                 epochs: pd.DataFrame, known: pd.DataFrame, cat_ids: np.ndarray,
+                 timers: Any, reference: dict[str, Any]) -> dict[str, Any]:
+    """Mode (a) in `--processes` worker processes (`score.processes`, serving.workers), each
+    loading the model itself: the stars `--passes` times over in one run of chunks, so that
+    both workers stay busy as over a catalogue's hundreds of chunks (5 chunks on 2 workers
+    would leave one idle for a round), after the workers' start and two warm-up passes over
+    the same chunks (each worker's XLA compiles of the batch shapes it meets), both timed
+    apart. Checked against one at a time in this process."""
+    from rrlfeh.serving.workers import worker_pool
+
+    t0 = time.perf_counter()
+    with worker_pool(uri, args.processes, args.tracking_uri) as pool:
+        list(pool.map(abs, range(args.processes)))  # the workers' start
+        start = time.perf_counter() - t0
+        ids = np.concatenate([cat_ids] * args.passes)
+        t0 = time.perf_counter()
+        for _ in range(2):  # the same chunks: each worker compiles the batch shapes it meets
+            score_mode(None, epochs, known, ids, args.chunk_stars, timers, pool=pool,
+                       processes=args.processes)
+        warm = time.perf_counter() - t0
+        r = score_mode(None, epochs, known, ids, args.chunk_stars, timers, pool=pool,
+                       processes=args.processes)
+    print_mode(f"(a) the same in {args.processes} worker processes (score.processes; the "
+               f"{len(cat_ids):,} stars {args.passes} times over, cutting and joining included; "
+               f"workers' start {start:.1f} s and two warm-up passes {warm:.1f} s left out)", r)
+    one = reference["out"].set_index("source_id")["feh"]
+    mine = r["out"].drop_duplicates("source_id").set_index("source_id")["feh"].reindex(one.index)
+    diff = float(np.nanmax(np.abs(mine.to_numpy() - one.to_numpy())))
+    same_nan = bool((mine.isna() == one.isna()).all())
+    print(f"    the same [Fe/H] as one at a time in this process: largest difference {diff:.1e} "
+          f"dex, the same stars without a value: {same_nan} ({model_settings_note})")
+    return r
 
 
 def score_threads() -> int:
@@ -179,6 +231,13 @@ def score_threads() -> int:
     import yaml
 
     return int(yaml.safe_load((REPO / "params.yaml").read_text())["score"].get("threads", 1))
+
+
+def score_processes() -> int:
+    """score.processes of params.yaml: how the score stage runs over many chunks."""
+    import yaml
+
+    return int(yaml.safe_load((REPO / "params.yaml").read_text())["score"].get("processes", 1))
 
 
 def main() -> None:
@@ -191,6 +250,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=score_threads(),
                         help="chunks at once in threads, as the score stage (default: "
                              "params.yaml score.threads; 1: that run left out)")
+    parser.add_argument("--processes", type=int, default=score_processes(),
+                        help="worker processes, as the score stage over many chunks (default: "
+                             "params.yaml score.processes; 1: that run left out)")
+    parser.add_argument("--passes", type=int, default=2,
+                        help="times over the stars in the worker processes' run")
     parser.add_argument("--spline-chunk", type=int, default=0,
                         help="stars a spline solve, instead of the model's setting "
                              "(preprocess.curves.chunk_size; 0: the model's)")

@@ -100,6 +100,22 @@ def load_model(uri: str, what: str):
     return model
 
 
+def with_spline_chunk(uri: str, chunk_size: int, tmp: Path) -> str:
+    """A local copy of the model at `uri` whose settings carry the spline's `chunk_size`
+    (preprocess.curves.chunk_size: what a model trained with params.yaml now carries; the same
+    numbers, benchmarks/chunk_sizes.py), for this process and any worker process alike."""
+    import mlflow
+    import yaml
+
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp / "model")))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    path = local / flavor["artifacts"]["scoring_model"]["path"] / "settings.json"
+    settings = json.loads(path.read_text())
+    settings["preprocess"].setdefault("curves", {})["chunk_size"] = int(chunk_size)
+    path.write_text(json.dumps(settings, indent=1))
+    return str(local)
+
+
 def registry_missing(tracking_uri: str) -> str | None:
     """Why the registry cannot hold the model (a sqlite file that is not there), else None;
     checked first, as opening a missing sqlite store would create an empty one."""
@@ -343,13 +359,16 @@ def instrument() -> Timers:
 
 def score_mode(model, epochs: pd.DataFrame, stars: pd.DataFrame, ids: np.ndarray,
                chunk_stars: int, timers: Timers, params: dict | None = None,
-               threads: int = 1) -> dict[str, Any]:
+               threads: int = 1, pool: Any = None, processes: int = 1) -> dict[str, Any]:
     """Score `ids` chunk by chunk as the score stage does; seconds of each part. With
-    `threads` > 1, `threads` chunks at once through the stage's own `predict_chunks`; then
-    "predict" is the wall time of the whole loop, cutting and joining included (they overlap
-    the scoring), and the parts' seconds add up over the threads."""
+    `threads` > 1, `threads` chunks at once through the stage's own `predict_chunks`; with a
+    `pool` of `processes` workers (`serving.workers.worker_pool`, started before), through
+    theirs (the parts then run in the workers, untimed). Then "predict" is the wall time of
+    the whole loop, cutting and joining included (they overlap the scoring), and the parts'
+    seconds add up over the threads."""
     from rrlfeh.serving.inputs import request_frame
     from rrlfeh.serving.pyfunc import predict_chunks
+    from rrlfeh.serving.workers import predict_in_processes
 
     timers.reset()
     cut = join = 0.0
@@ -370,12 +389,15 @@ def score_mode(model, epochs: pd.DataFrame, stars: pd.DataFrame, ids: np.ndarray
             join += time.perf_counter() - t
             yield time.perf_counter(), frame
 
-    for started, out in predict_chunks(model, frames(), params, threads=threads):
+    scored = (predict_in_processes("", frames(), params, processes, pool=pool) if pool
+              else predict_chunks(model, frames(), params, threads=threads))
+    for started, out in scored:
         outs.append(out)  # as `rrlfeh score` calls it
         per_chunk.append(time.perf_counter() - started)
     wall = time.perf_counter() - t0
-    predict = wall if threads > 1 else sum(per_chunk)
+    predict = wall if threads > 1 or pool else sum(per_chunk)
     out = pd.concat(outs, ignore_index=True)
     return {"n": len(ids), "out": out, "cut": cut, "join": join, "predict": predict,
             "per_chunk": per_chunk, "parts": dict(timers.seconds),
-            "gc": (timers.gc_count, timers.gc_seconds), "wall": wall, "threads": threads}
+            "gc": (timers.gc_count, timers.gc_seconds), "wall": wall, "threads": threads,
+            "processes": processes if pool else 1}

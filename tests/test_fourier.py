@@ -185,6 +185,23 @@ def test_batch_equals_per_star_fit(knobs: dict) -> None:
         assert np.isnan(batch.coefficients[i, p:]).all()
 
 
+def test_batch_without_shape_keeps_the_fit_and_drops_only_the_grid() -> None:
+    """shape=False (preprocess: the smooth curve gives the amplitude) leaves the fits, φ31, R21
+    and their errors bit for bit as with it; the model curve's amplitude, epoch of maximum and
+    mean magnitude NaN (fallback stars, fitted one by one, keep theirs)."""
+    stars = varied_stars()
+    full = fit_fourier_batch(*ragged(stars))
+    bare = fit_fourier_batch(*ragged(stars), shape=False)
+    for name in ("ok", "n_harmonics", "coefficients", "covariance", "amplitudes", "phi31",
+                 "phi31_error", "r21", "chi2", "n_points", "n_clipped", "keep", "reference_time"):
+        np.testing.assert_array_equal(getattr(bare, name), getattr(full, name), err_msg=name)
+    vectorised = full.ok & ~full.fallback
+    assert vectorised.sum() > 20
+    for name in ("amplitude", "epoch_max", "mean_mag"):
+        assert np.isnan(getattr(bare, name)[vectorised]).all(), name
+        assert np.isfinite(getattr(full, name)[vectorised]).all(), name
+
+
 def test_batched_features_equal_star_features() -> None:
     t, mag, sigma, offsets, period = ragged(varied_stars(seed=8))
     sigma[::7] = np.nan                        # unusable errors: DEFAULT_MAG_ERROR, both ways

@@ -384,26 +384,32 @@ def test_predict_an_unreadable_file_is_one_line(project, tmp_path):
 
 def test_a_curve_with_a_phase_gap_gets_the_relation_alone_out_of_domain(project, scoring_model):
     """The spline refuses a curve with a hole in phase; the classical relation still takes P and
-    φ31 of the Fourier fit of its epochs: a value, flagged, never a silent gap."""
+    φ31 of the Fourier fit of its epochs: a value, flagged, never a silent gap. Several such
+    stars in one request are fitted together, each to its own epochs."""
     stars = pd.read_parquet(project / "data/raw/stars.parquet").set_index("source_id")
-    sid = int(stars.sort_values("n_epochs_g").index[-1])
-    df = long_form(project, [sid])
-    star = stars.loc[sid]
-    phase = np.mod((df["time"] - star["epoch_max"]) / star["period"], 1.0)
-    gap = df[~df["rejected"] & ((phase < 0.3) | (phase > 0.65))]  # 0.35 of the cycle empty
-    out = score_request(read_request(gap), scoring_model).iloc[0]
-    assert out["status"] == "ok" and not out["in_domain"]
-    assert "phase gap" in out["domain_reason"]
-    assert "[Fe/H] from the classical relation alone" in out["domain_reason"]
-    assert out["feh_spread"] == 0 and out["feh_std"] > 0
-    # independently: the relation the model carries at an unclipped least-squares fit's φ31
-    ens = scoring_model.ensembles[str(star["type"])]
-    t, mag = gap["time"].to_numpy(), gap["mag"].to_numpy()
-    sigma = 1.0857 * gap["flux_error"].to_numpy() / gap["flux"].to_numpy()
-    values = {"period": star["period"],
-              **fourier_values(2 * np.pi * t / star["period"], mag, sigma)}
-    expected = relation_at(ens.manifest["relation"], values)
-    assert out["feh"] == pytest.approx(expected, abs=0.02)  # outliers clipped by the model only
+    sids = [int(s) for s in stars.sort_values("n_epochs_g").index[-3:]]
+    gaps = []
+    for sid in sids:
+        df, star = long_form(project, [sid]), stars.loc[sid]
+        phase = np.mod((df["time"] - star["epoch_max"]) / star["period"], 1.0)
+        gaps.append(df[~df["rejected"] & ((phase < 0.3) | (phase > 0.65))])  # 0.35 empty
+    request = pd.concat([gaps[1], gaps[0], gaps[2]])  # not in the order of the stars table
+    out = score_request(read_request(request), scoring_model).set_index("source_id")
+    for sid, gap in zip(sids, gaps, strict=True):
+        row, star = out.loc[sid], stars.loc[sid]
+        assert row["status"] == "ok" and not row["in_domain"]
+        assert "phase gap" in row["domain_reason"]
+        assert "[Fe/H] from the classical relation alone" in row["domain_reason"]
+        assert row["feh_spread"] == 0 and row["feh_std"] > 0
+        assert row["n_epochs"] == len(gap)
+        # independently: the relation the model carries at an unclipped least-squares fit's φ31
+        ens = scoring_model.ensembles[str(star["type"])]
+        t, mag = gap["time"].to_numpy(), gap["mag"].to_numpy()
+        sigma = 1.0857 * gap["flux_error"].to_numpy() / gap["flux"].to_numpy()
+        values = {"period": star["period"],
+                  **fourier_values(2 * np.pi * t / star["period"], mag, sigma)}
+        expected = relation_at(ens.manifest["relation"], values)
+        assert row["feh"] == pytest.approx(expected, abs=0.02)  # outliers clipped by the model
 
 
 def test_template_bank_holds_dense_training_stars_only(project, scoring_model):
@@ -505,3 +511,56 @@ def test_chunks_scored_in_threads_are_those_of_one_at_a_time(project):
         pd.testing.assert_frame_equal(out, want)
     assert sum((out["status"] == "ok").sum() for out in one) >= 40  # not a table of errors
     assert taken["blas"] <= {1} and blas() == before
+
+
+def test_chunks_scored_in_worker_processes_are_those_of_one_at_a_time(project):
+    """`predict_chunks` in worker processes (score.processes: each loads the registered model
+    from its pinned URI) answers every chunk as one at a time in this process does, in order,
+    holding at most processes + 1 chunks."""
+    import mlflow
+
+    from rrlfeh.serving.model_uri import resolve
+    from rrlfeh.serving.pyfunc import predict_chunks
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    pinned = resolve("models:/rrl-feh@champion").pinned
+    assert pinned.startswith("models:/rrl-feh/")
+    model = mlflow.pyfunc.load_model(pinned)
+    ids = pd.read_parquet(project / "data/raw/stars.parquet")["source_id"].to_numpy()[:50]
+    frames = [long_form(project, ids[i:i + 10]) for i in range(0, 40, 10)]
+    frames.append(long_form(project, ids[40:], with_star_values=False))  # periods derived
+    one = [out for _, out in predict_chunks(model, enumerate(frames))]
+    ahead = []
+
+    def items():
+        for i, frame in enumerate(frames):
+            ahead.append(i)
+            yield i, frame
+
+    got = []
+    for key, out in predict_chunks(model, items(), processes=2, source=pinned):
+        assert len(ahead) - len(got) <= 3  # processes + 1 held at once
+        got.append((key, out))
+    assert [k for k, _ in got] == list(range(len(frames)))
+    for (_, out), want in zip(got, one, strict=True):
+        pd.testing.assert_frame_equal(out, want, check_exact=False, rtol=0, atol=1e-7)
+    assert sum((out["status"] == "ok").sum() for out in one) >= 35  # not a table of errors
+
+
+def test_score_in_worker_processes_gives_the_catalogue(project, tmp_path):
+    """The score stage with score.processes 2 on more chunks than workers scores them in
+    worker processes (said in its log): the catalogue of the stage in threads, star for star."""
+    work = tmp_path / "p"
+    shutil.copytree(project, work, symlinks=True)
+    shutil.rmtree(work / "data/cache/score")
+    params = params_of(work)
+    params["score"].update(chunk_stars=40, processes=2)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    res = run([str(BIN / "rrlfeh"), "score"], work)
+    assert "at once, in worker processes" in res.stderr
+    cat = pd.read_parquet(work / "data/scored/catalogue.parquet")
+    ref = pd.read_parquet(project / "data/scored/catalogue.parquet")
+    assert cat["source_id"].tolist() == ref["source_id"].tolist()
+    assert (cat["status"] == ref["status"]).all()
+    for col in ("feh", "feh_std", "feh_spread"):
+        assert np.allclose(cat[col], ref[col], rtol=0, atol=1e-6, equal_nan=True), col

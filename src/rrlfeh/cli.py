@@ -164,7 +164,8 @@ def _predict(args: argparse.Namespace) -> None:
     score = config.section(params, "score")
     predict.run(Path(args.input), Path(args.output), args.model or score["model_uri"],
                 config.section(params, "tracking"), root, chunk_stars=args.chunk_stars,
-                n_jobs=args.jobs, threads=int(score.get("threads", 1)))
+                n_jobs=args.jobs, threads=int(score.get("threads", 1)),
+                processes=int(score.get("processes", 1)))
 
 
 STAGES = {

@@ -102,26 +102,29 @@ def features_of_batch(batch: FourierBatch) -> pd.DataFrame:
 
 
 def features_of_stars(x: np.ndarray, mag: np.ndarray, sigma: np.ndarray | None,
-                      offsets: np.ndarray, period: np.ndarray | float,
+                      offsets: np.ndarray, period: np.ndarray | float, *, shape: bool = True,
                       **knobs: Any) -> pd.DataFrame:
     """FEATURES of a ragged batch: star i owns epochs offsets[i]:offsets[i+1] of `x` (times, or
     phases with period 1), `mag`, `sigma`; one row a star, in batch order. The stars are fitted
-    together (`fit_fourier_batch`: the numbers of `star_features`, star by star, to rounding)."""
+    together (`fit_fourier_batch`: the numbers of `star_features`, star by star, to rounding).
+    `shape` False: no peak-to-peak `amplitude` (NaN), the rest the same, faster."""
     x, mag = np.asarray(x, float), np.asarray(mag, float)
     return features_of_batch(fit_stars(x, mag, clean_sigma(sigma, len(x)), offsets, period,
-                                       **knobs))
+                                       shape=shape, **knobs))
 
 
 def fit_stars(x: np.ndarray, mag: np.ndarray, sigma: np.ndarray, offsets: np.ndarray,
-              period: np.ndarray | float, **knobs: Any) -> FourierBatch:
+              period: np.ndarray | float, *, shape: bool = True, **knobs: Any) -> FourierBatch:
     """`fit_star` of a ragged batch (star i: offsets[i]:offsets[i+1]), vectorised
-    (`fit_fourier_batch`: the same fits to rounding; a star `fit_star` raises for is not ok)."""
+    (`fit_fourier_batch`: the same fits to rounding; a star `fit_star` raises for is not ok;
+    the model curve's amplitude, epoch of maximum and mean magnitude only with `shape`)."""
     kw = fit_knobs(knobs)
     return fit_fourier_batch(
         x, mag, sigma, offsets, period, clip_sigma=kw["clip_sigma"],
         outlier_min_fraction=kw["outlier_min_fraction"],
         max_clipped_fraction=kw["max_clipped_fraction"], max_harmonics=int(kw["max_harmonics"]),
-        min_harmonics=int(kw["min_harmonics"]), min_points_per_param=kw["min_points_per_param"])
+        min_harmonics=int(kw["min_harmonics"]), min_points_per_param=kw["min_points_per_param"],
+        shape=shape)
 
 
 def features_one_by_one(x: np.ndarray, mag: np.ndarray, sigma: np.ndarray | None,

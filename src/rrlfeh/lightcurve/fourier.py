@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rrlfeh.lightcurve.period import light_curve_arrays, max_harmonics_for
+from rrlfeh.linalg import lower_inverse
 
 TWO_PI = 2.0 * np.pi
 
@@ -288,18 +289,6 @@ def _cholesky(m: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low, worst
 
 
-def _lower_inverse(low: np.ndarray) -> np.ndarray:
-    """Inverses of a stack of lower-triangular matrices (the inverse of a leading block is the
-    leading block of the inverse)."""
-    b, p, _ = low.shape
-    inv = np.zeros_like(low)
-    for i in range(p):
-        row = -np.matmul(low[:, i, None, :i], inv[:, :i, :])[:, 0, :]
-        row[:, i] += 1.0
-        inv[:, i, :] = row / low[:, i, i, None]
-    return inv
-
-
 @dataclass
 class _Round:
     """One round of fits of a stack of padded stars (B of them, N slots, P parameters)."""
@@ -347,7 +336,7 @@ def _fit_round(t: np.ndarray, y: np.ndarray, w: np.ndarray, keep: np.ndarray,
     yc = np.where(keep, y - ybar[:, None], 0.0)
     xtw = (design * wk[..., None]).transpose(0, 2, 1)
     low, pivot = _cholesky(xtw @ design, 2 * cap + 1)
-    inv = _lower_inverse(low)
+    inv = lower_inverse(low)
     z = (inv @ (xtw @ yc[..., None]))[..., 0]
     # coefficients of every K: row 2K of the running sums of inv[i, j] z[i] over i
     every = np.cumsum(inv * z[:, :, None], axis=1)[:, 2::2, :]      # (B, kmax, P)
@@ -519,10 +508,10 @@ def _grid_shape(coef: np.ndarray, kn: _Knobs) -> dict[str, np.ndarray]:
     return out
 
 
-def _derived(coef: np.ndarray, cov: np.ndarray, k: np.ndarray, kn: _Knobs
+def _derived(coef: np.ndarray, cov: np.ndarray, k: np.ndarray, kn: _Knobs, shape: bool = True
              ) -> dict[str, np.ndarray]:
     """Amplitudes, R21, phi31 and its error, peak-to-peak of fitted coefficients (NaN beyond
-    each star's harmonics), as `fit_fourier` derives them."""
+    each star's harmonics), as `fit_fourier` derives them (`_grid_shape`'s only with `shape`)."""
     a, b = coef[:, 1::2], coef[:, 2::2]
     amps = np.hypot(a, b)
     phi = np.arctan2(-b, a)
@@ -543,7 +532,7 @@ def _derived(coef: np.ndarray, cov: np.ndarray, k: np.ndarray, kn: _Knobs
     beyond = np.arange(kmax)[None, :] >= k[:, None]
     amps = np.where(beyond, np.nan, amps)
     return {"amplitudes": amps, "r21": r21, "phi31": phi31, "phi31_error": phi31_err,
-            **_grid_shape(coef, kn)}
+            **(_grid_shape(coef, kn) if shape else {})}
 
 
 def _valid_stars(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, offsets: np.ndarray,
@@ -571,8 +560,9 @@ def _empty_batch(offsets: np.ndarray, n_stars: int, p: int) -> dict[str, np.ndar
 
 def _store_bucket(out: dict[str, np.ndarray], stars: np.ndarray, res: _Bucket,
                   offsets: np.ndarray, valid_slots: np.ndarray, period: np.ndarray,
-                  kn: _Knobs) -> None:
-    """Write the sure fits of one bucket into the batch arrays (NaN beyond their harmonics)."""
+                  kn: _Knobs, shape: bool = True) -> None:
+    """Write the sure fits of one bucket into the batch arrays (NaN beyond their harmonics;
+    the model curve's shape only where `shape`)."""
     fit = res.fit
     done = fit.ok & ~res.unsure
     s = stars[done]
@@ -584,18 +574,21 @@ def _store_bucket(out: dict[str, np.ndarray], stars: np.ndarray, res: _Bucket,
     coef[:, :q] = fit.coef[done, :q]
     cov = np.zeros((s.size, p, p))
     cov[:, :q, :q] = fit.cov[done, :q, :q]
-    derived = _derived(coef, cov, k, kn)
+    derived = _derived(coef, cov, k, kn, shape)
     out["coefficients"][s] = np.where(inside, coef, np.nan)
     out["covariance"][s] = np.where(inside[:, :, None] & inside[:, None, :], cov, np.nan)
-    for name in ("amplitudes", "amplitude", "mean_mag", "phi31", "phi31_error", "r21"):
+    for name in ("amplitudes", "phi31", "phi31_error", "r21",
+                 *(("amplitude", "mean_mag") if shape else ())):
         out[name][s] = derived[name]
+    t0 = fit.t0[done]
     # the epoch of maximum moved to the cycle nearest the reference time, as `fit_fourier`'s
-    t0, p_star = fit.t0[done], period[done]
-    epoch = t0 + derived["phase_max"] * p_star
-    out["epoch_max"][s] = epoch + np.round((t0 - epoch) / p_star) * p_star
+    if shape:
+        p_star = period[done]
+        epoch = t0 + derived["phase_max"] * p_star
+        out["epoch_max"][s] = epoch + np.round((t0 - epoch) / p_star) * p_star
     out["ok"][s] = True
     out["n_harmonics"][s] = k
-    out["reference_time"][s] = fit.t0[done]
+    out["reference_time"][s] = t0
     out["chi2"][s] = fit.chi2[done]
     out["n_points"][s] = fit.n[done]
     dropped = valid_slots[done] & ~res.keep[done]
@@ -626,11 +619,13 @@ def fit_fourier_batch(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, offsets
                       period: np.ndarray | float, *, clip_sigma: float = 5.0,
                       outlier_min_fraction: float = 0.5, max_clipped_fraction: float = 0.1,
                       max_harmonics: int = 6, min_harmonics: int = 3,
-                      min_points_per_param: float = 3.0, phase_grid: int = 2000
-                      ) -> FourierBatch:
+                      min_points_per_param: float = 3.0, phase_grid: int = 2000,
+                      shape: bool = True) -> FourierBatch:
     """`fit_fourier_clipped` of a ragged batch, vectorised: star i owns points
     offsets[i]:offsets[i+1] of `t`, `mag`, `sigma` and is fitted at period[i]; same knobs,
-    same numbers (to rounding). A star `fit_fourier_clipped` raises for is not `ok`."""
+    same numbers (to rounding). A star `fit_fourier_clipped` raises for is not `ok`.
+    `shape` False leaves the model curve's amplitude, epoch of maximum and mean magnitude NaN
+    (their phase-grid evaluation is a third of the batch's time; preprocess needs none)."""
     kn = _Knobs(clip_sigma, outlier_min_fraction, max_clipped_fraction, int(max_harmonics),
                 int(min_harmonics), min_points_per_param, int(phase_grid))
     t, mag, sigma = (np.asarray(a, float) for a in (t, mag, sigma))
@@ -650,7 +645,7 @@ def fit_fourier_batch(t: np.ndarray, mag: np.ndarray, sigma: np.ndarray, offsets
                               _padded(mag, offsets, stars, width, 0.0),
                               1.0 / _padded(sigma, offsets, stars, width, 1.0) ** 2,
                               slots, period[stars], kn)
-            _store_bucket(out, stars, res, offsets, slots, period[stars], kn)
+            _store_bucket(out, stars, res, offsets, slots, period[stars], kn, shape)
         for i in np.flatnonzero(out["fallback"]):
             s = slice(offsets[i], offsets[i + 1])
             try:

@@ -390,7 +390,7 @@ def _smooth_batch(stars, idx, phase, order_key, m, err, period, reasons: _Reason
     feats = features_of_stars(x_fit[keep_fit], y_fit[keep_fit],
                               None if s_fit is None else s_fit[keep_fit],
                               np.r_[0, np.cumsum(np.diff(fit_offsets)[ok])], 1.0,
-                              **(fourier or {}))
+                              shape=False, **(fourier or {}))  # its amplitude: the smooth curve's
     exclude = (None if template_exclude is None
                else np.asarray(template_exclude, np.int64)[rows])
     tmpl_phi31, tmpl_r21 = bank_features(

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from scipy.special import comb
 
+from rrlfeh.linalg import lower_inverse
+
 
 @dataclass(frozen=True)
 class SplineFit:
@@ -242,7 +244,7 @@ def _fit_chunk(x: np.ndarray, y: np.ndarray, w: np.ndarray, offsets: np.ndarray,
     shifted[~usable] = np.eye(k)
     chol, bad = _batched_cholesky(shifted)
     usable &= ~bad
-    linv = np.linalg.inv(chol)                        # (N, K, K) lower-triangular inverse
+    linv = lower_inverse(chol)                        # (N, K, K) lower-triangular inverse
     m = linv @ penalty @ np.swapaxes(linv, 1, 2)
     e, v = np.linalg.eigh(m)                          # L^-1 P L^-T = V diag(e) V'
     e = np.clip(e, 0.0, None)

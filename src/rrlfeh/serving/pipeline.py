@@ -305,8 +305,9 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
     for its phase coverage (no curve for the network): P and φ31, R21 from the one Fourier fit of
     their epochs (folded points: at times phase × P, or in phase without one), and from the
     dense shapes of `bank` (a template fit needs no phase origin); flagged out of domain with
-    the reason. Stars it cannot fit keep their status."""
-    from rrlfeh.lightcurve.features import star_features
+    the reason. Stars it cannot fit keep their status. All such stars of a chunk are fitted
+    together (`features_of_stars`)."""
+    from rrlfeh.lightcurve.features import features_of_stars
     from rrlfeh.lightcurve.templates import bank_features
     from rrlfeh.preprocess.curves import MAG_LIMITS
     from rrlfeh.preprocess.network_input import (
@@ -317,43 +318,61 @@ def _relation_alone(e: pd.DataFrame, rej: pd.DataFrame, where: pd.Series, out: p
     )
     from rrlfeh.training.served import relation_alone
 
-    for sid, reason in zip(rej["source_id"].tolist(), rej["reason"].astype(str), strict=True):
-        if not all(part.startswith(COVERAGE_REASONS) for part in reason.split("; ")):
-            continue
-        row = int(where[sid])
-        mine = e[e["source_id"] == sid]
-        period = float(out.at[row, "period"])
-        if "time" in mine.columns:
-            t, cycle = mine["time"].to_numpy(float), period
-        else:  # folded: one cycle of the period, or of phase (a model without periods)
-            cycle = period if np.isfinite(period) else 1.0
-            t = mine["phase"].to_numpy(float) * cycle
-        mag = mine["mag"].to_numpy(float)
-        with np.errstate(invalid="ignore"):
-            use = np.isfinite(t) & (mag > MAG_LIMITS[0]) & (mag < MAG_LIMITS[1])
-        sigma = mine["mag_error"].to_numpy(float)[use]
-        f = star_features(t[use], mag[use], sigma, cycle, **fourier)
-        n = int(use.sum())
-        shape = bank_features(bank, (t[use] / cycle) % 1.0, mag[use], sigma, np.array([n]))
-        fit = (centred_phi31([f["phi31"]]), np.array([f["r21"]]))
-        values = {"period": np.array([period]), "phi31": fit[0], "r21": fit[1],
-                  "amplitude": np.array([f["amplitude"]]), **template_values(*shape, *fit)}
-        # the relation side of the star's bin of epoch counts (the line, or the bin's plane)
-        feh = float(relation_alone(ens.manifest.get("stack", {"weight": 0.0}),
-                                   ens.manifest["relation"], values, np.array([n]))[0])
-        if not np.isfinite(feh):
-            continue
-        status[row] = ""
-        notes[row] = f"{reason}: no curve for the network, [Fe/H] from the classical relation alone"
-        out.loc[row, ["feh", "feh_spread", "n_epochs"]] = [feh, 0.0, n]
-        # its fit qualities (no smooth curve: the fit's φ31 stands in for the smooth one's)
-        quality = {"phi31_error": clipped_phi31_error([f["phi31_error"]],
-                                                      np.isfinite(fit[0]) & np.isfinite(fit[1])),
-                   "phi31_disagreement": phi31_disagreement(fit[0], fit[0],
-                                                            values["phi31_template"])}
-        out.loc[row, "feh_std"] = float(ens.total_error(
-            np.zeros(1), np.array([n]), np.array([bool(out.at[row, "period_derived"])]),
-            quality)[0])
+    reason = rej["reason"].astype(str).to_numpy()
+    coverage_only = np.array([all(part.startswith(COVERAGE_REASONS) for part in r.split("; "))
+                              for r in reason], bool)
+    if not coverage_only.any():
+        return
+    sids = rej["source_id"].to_numpy(np.int64)[coverage_only]
+    reason, rows = reason[coverage_only], where.reindex(sids).to_numpy(np.int64)
+    period = out["period"].to_numpy(float)[rows]
+    mine = e[e["source_id"].isin(sids)]
+    star = pd.Index(sids).get_indexer(mine["source_id"].to_numpy(np.int64))
+    mag = mine["mag"].to_numpy(float)
+    if "time" in mine.columns:
+        cycle = period
+        t = mine["time"].to_numpy(float)
+    else:  # folded: one cycle of the period, or of phase (a model without periods)
+        cycle = np.where(np.isfinite(period), period, 1.0)
+        t = mine["phase"].to_numpy(float) * cycle[star]
+    with np.errstate(invalid="ignore"):
+        use = np.isfinite(t) & (mag > MAG_LIMITS[0]) & (mag < MAG_LIMITS[1])
+    order = np.argsort(star[use], kind="stable")  # ragged, star by star in `sids` order
+    star, t, mag = star[use][order], t[use][order], mag[use][order]
+    sigma = mine["mag_error"].to_numpy(float)[use][order]
+    n = np.bincount(star, minlength=len(sids))
+    if not (n > 0).all():  # no usable epoch: nothing to fit, the status stays
+        has = n > 0
+        star = (np.cumsum(has) - 1)[star]
+        sids, reason, rows, period, cycle, n = (a[has] for a in (sids, reason, rows, period,
+                                                                cycle, n))
+    offsets = np.r_[0, np.cumsum(n)]
+    f = features_of_stars(t, mag, sigma, offsets, cycle, **fourier)
+    fit = (centred_phi31(f["phi31"].to_numpy()), f["r21"].to_numpy())
+    shape = bank_features(bank, (t / cycle[star]) % 1.0, mag, sigma, n)
+    values = {"period": period, "phi31": fit[0], "r21": fit[1],
+              "amplitude": f["amplitude"].to_numpy(), **template_values(*shape, *fit)}
+    # the relation side of each star's bin of epoch counts (the line, or the bin's plane)
+    feh = relation_alone(ens.manifest.get("stack", {"weight": 0.0}), ens.manifest["relation"],
+                         values, n)
+    ok = np.isfinite(feh)
+    if not ok.any():
+        return
+    # their fit qualities (no smooth curve: the fit's φ31 stands in for the smooth one's)
+    quality = {"phi31_error": clipped_phi31_error(f["phi31_error"].to_numpy(),
+                                                  np.isfinite(fit[0]) & np.isfinite(fit[1])),
+               "phi31_disagreement": phi31_disagreement(fit[0], fit[0],
+                                                        values["phi31_template"])}
+    error = ens.total_error(np.zeros(len(sids)), n,
+                            out["period_derived"].to_numpy(bool)[rows], quality)
+    at = rows[ok]
+    status[at] = ""
+    notes[at] = [f"{r}: no curve for the network, [Fe/H] from the classical relation alone"
+                 for r in reason[ok]]
+    out.loc[at, "feh"] = feh[ok]
+    out.loc[at, "feh_spread"] = 0.0
+    out.loc[at, "n_epochs"] = n[ok]
+    out.loc[at, "feh_std"] = error[ok]
 
 
 def _domain(out: pd.DataFrame, amplitude: np.ndarray, domain: Mapping[str, Any],

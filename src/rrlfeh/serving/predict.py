@@ -35,15 +35,18 @@ def star_chunks(frame: pd.DataFrame, chunk_stars: int):
 
 
 def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, Any], root: Path,
-        *, chunk_stars: int = 2000, n_jobs: int = 1, threads: int = 1) -> pd.DataFrame:
+        *, chunk_stars: int = 2000, n_jobs: int = 1, threads: int = 1,
+        processes: int = 1) -> pd.DataFrame:
     """Score every star of `input_path`; write `output` (.csv or .parquet), each row with the
     model's URI and registry version (also logged: params may point at another model);
-    `threads` chunks at once (score.threads), `n_jobs` processes for a period search."""
+    `threads` chunks at once (score.threads), or `processes` worker processes where there are
+    more chunks than them (score.processes), `n_jobs` processes for a period search."""
     import mlflow
     from tqdm import tqdm
 
     from rrlfeh.serving.model_uri import load
     from rrlfeh.serving.pyfunc import RequestRejected, predict_chunks
+    from rrlfeh.serving.workers import worker_count
     from rrlfeh.training.tracking import TrackingSettings
 
     if output.suffix.lower() not in (".csv", ".parquet"):
@@ -57,8 +60,10 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
     with tqdm(total=n_stars, desc="predict", unit="star", mininterval=2.0) as bar:
         chunks = ((None, chunk) for chunk in star_chunks(frame, max(1, chunk_stars)))
         try:
+            workers = worker_count(processes, n_stars, max(1, chunk_stars))
             for _, out in predict_chunks(model, chunks, {"derive_n_jobs": int(n_jobs)},
-                                         threads=threads):
+                                         threads=threads, processes=workers,
+                                         source=resolved.pinned):
                 parts.append(out)
                 bar.update(len(out))
         except RequestRejected as exc:

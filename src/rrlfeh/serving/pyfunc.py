@@ -100,13 +100,22 @@ def predict_frame(model: Any, frame: pd.DataFrame, params: dict[str, Any] | None
 
 
 def predict_chunks(model: Any, items: Iterable[tuple[Any, pd.DataFrame]],
-                   params: dict[str, Any] | None = None, threads: int = 1
+                   params: dict[str, Any] | None = None, threads: int = 1,
+                   processes: int = 1, source: str | None = None
                    ) -> Iterator[tuple[Any, pd.DataFrame]]:
     """(key, `predict_frame` answer) of each (key, frame) of `items`, in their order. With
     `threads` > 1 that many frames are scored at once in threads of this process (the numpy
     and TensorFlow work releases the GIL: both cores of a 2-core machine, one model in
     memory); at most `threads` + 1 frames are held, so memory stays bounded by the chunk size.
-    `items` is read in the caller's thread, lazily."""
+    With `processes` > 1 and the model's pinned URI `source`, that many worker processes
+    score them instead, each with its own copy of the model (`serving.workers`: no shared GIL,
+    a few seconds to start each). `items` is read in the caller's thread, lazily."""
+    if int(processes) > 1 and source is not None:
+        from rrlfeh.serving.workers import predict_in_processes
+
+        yield from predict_in_processes(source, items, params, int(processes),
+                                        mlflow.get_tracking_uri())
+        return
     threads = max(1, int(threads))
     if threads == 1:
         for key, frame in items:

@@ -152,6 +152,7 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
     from rrlfeh.io import write_table
     from rrlfeh.serving.pipeline import conform_output
     from rrlfeh.serving.pyfunc import predict_chunks
+    from rrlfeh.serving.workers import worker_count
     from rrlfeh.training.tracking import TrackingSettings, setup_tracking
 
     engine = engine or str(p.get("engine", "local"))
@@ -234,14 +235,17 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
                     yield path, request
 
         threads = int(p.get("threads", 1))
-        for path, out in predict_chunks(model, unfinished(), threads=threads):
+        processes = worker_count(int(p.get("processes", 1)), n_stars, chunk_stars)
+        for path, out in predict_chunks(model, unfinished(), threads=threads,
+                                        processes=processes, source=resolved.pinned):
             write_parquet(out, path)
             scored_ids.update(out["source_id"].tolist())
             progress.update(len(out))
             n_new += 1
         progress.close()
-        log.info("score: %d chunk(s) scored now, %d taken from the cache (%d at once)", n_new,
-                 n_cached, threads)
+        log.info("score: %d chunk(s) scored now, %d taken from the cache (%d at once, in %s)",
+                 n_new, n_cached, processes if processes > 1 else threads,
+                 "worker processes" if processes > 1 else "threads")
     rest = _without_epochs(rejected, stars, scored_ids) if stars is not None else []
     if len(rest):
         write_parquet(conform_output(rest), cache / "chunk_no_epochs.parquet")
