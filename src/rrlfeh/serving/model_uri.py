@@ -42,12 +42,31 @@ def resolve(uri: str) -> ResolvedModel:
 
 def load(uri: str):
     """(the pyfunc model, its ResolvedModel) of `uri`, loaded at the pinned version."""
+    model = resolve(uri)
+    return load_resolved(model), model
+
+
+def load_resolved(model: ResolvedModel):
+    """The pyfunc model at `model.pinned` (FileNotFoundError naming the URI when it cannot be
+    loaded)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    model = resolve(uri)
     try:
-        return mlflow.pyfunc.load_model(model.pinned), model
+        return mlflow.pyfunc.load_model(model.pinned)
     except MlflowException as exc:
-        raise FileNotFoundError(f"cannot load {uri} from the registry ({str(exc)[:200]}); run "
-                                "`rrlfeh register` (dvc repro register)") from exc
+        raise FileNotFoundError(f"cannot load {model.uri} from the registry ({str(exc)[:200]}); "
+                                "run `rrlfeh register` (dvc repro register)") from exc
+
+
+def model_uuid(model: ResolvedModel) -> str:
+    """The uuid of the model at `model.pinned`, from its MLmodel file alone (no TensorFlow:
+    what a process that only hands chunks to workers needs; FileNotFoundError as `load`)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow.models.get_model_info(model.pinned).model_uuid)
+    except MlflowException as exc:
+        raise FileNotFoundError(f"cannot load {model.uri} from the registry ({str(exc)[:200]}); "
+                                "run `rrlfeh register` (dvc repro register)") from exc

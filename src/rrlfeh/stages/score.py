@@ -28,7 +28,7 @@ import pandas as pd
 
 from rrlfeh.io import write_json, write_parquet
 from rrlfeh.serving.inputs import request_frame
-from rrlfeh.serving.model_uri import load, resolve
+from rrlfeh.serving.model_uri import load_resolved, model_uuid, resolve
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +168,7 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
         raise ValueError(f"score.engine {engine!r}: use local or spark")
     setup_tracking(TrackingSettings.from_params(tracking, root))
     uri = str(p["model_uri"])
-    if engine == "spark":
-        model, resolved = None, resolve(uri)
-    else:
-        model, resolved = load(uri)
+    resolved = resolve(uri)
     version = resolved.version
     log.info("score: model %s", resolved.describe())
     chunk_stars = int(p.get("chunk_stars", 2000))
@@ -196,7 +193,7 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
         rejected = pd.DataFrame({"source_id": pd.Series([], dtype=np.int64), "stage": [],
                                  "reason": []})
     # the model's uuid, not only its version number: a new MLflow store numbers from 1 again
-    identity = (f"{version}|{model.metadata.model_uuid}" if engine == "local"
+    identity = (f"{version}|{model_uuid(resolved)}" if engine == "local"
                 else f"{version}|{engine}" + (f"|{groups}" if groups else ""))
     cache = root / p.get("cache_dir", "data/cache/score") / _key(inputs, uri, identity,
                                                                  chunk_stars)
@@ -236,6 +233,8 @@ def run(raw_dir: Path, p: Mapping[str, Any], tracking: Mapping[str, Any], root: 
 
         threads = int(p.get("threads", 1))
         processes = worker_count(int(p.get("processes", 1)), n_stars, chunk_stars)
+        # the model in this process only where it scores here (workers load their own)
+        model = load_resolved(resolved) if processes == 1 else None
         for path, out in predict_chunks(model, unfinished(), threads=threads,
                                         processes=processes, source=resolved.pinned):
             write_parquet(out, path)
