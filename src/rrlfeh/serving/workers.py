@@ -34,9 +34,11 @@ def worker_count(processes: int, n_stars: int | None, chunk_stars: int) -> int:
 
 def _start(source: str, tracking_uri: str | None) -> None:
     """A worker's start: one thread for BLAS and the network, then the model from `source`."""
+    from rrlfeh.logs import configure_logging
+
+    configure_logging()  # the stage's own quiet: no TensorFlow or MLflow notes from each worker
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import mlflow
     from threadpoolctl import ThreadpoolController
 
