@@ -121,28 +121,17 @@ def predict_chunks(model: Any, items: Iterable[tuple[Any, pd.DataFrame]],
         for key, frame in items:
             yield key, predict_frame(model, frame, params)
         return
-    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     from rrlfeh.preprocess.spline import blas_single_thread
+    from rrlfeh.serving.workers import in_order
 
-    pending: deque = deque()
     # one BLAS thread for every chunk at once, held by this thread (the threads' own holds nest
     # in it): tiny matrices on two cores each would oversubscribe them
     with blas_single_thread(), ThreadPoolExecutor(max_workers=threads,
                                                   thread_name_prefix="rrlfeh-score") as pool:
-        try:
-            for key, frame in items:
-                pending.append((key, pool.submit(predict_frame, model, frame, params)))
-                while len(pending) > threads:
-                    done_key, future = pending.popleft()
-                    yield done_key, future.result()
-            while pending:
-                done_key, future = pending.popleft()
-                yield done_key, future.result()
-        finally:  # an error or a caller that stops early: drop what has not started
-            for _, future in pending:
-                future.cancel()
+        yield from in_order(pool, functools.partial(predict_frame, model), items, params,
+                            threads)
 
 
 _SERVER_APP = "mlflow.pyfunc.scoring_server.app"

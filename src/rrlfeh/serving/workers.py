@@ -13,8 +13,8 @@ import contextlib
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -76,16 +76,26 @@ def predict_in_processes(source: str, items: Iterable[tuple[Any, pd.DataFrame]],
         with worker_pool(source, processes, tracking_uri) as own:
             yield from predict_in_processes(source, items, params, processes, pool=own)
         return
+    yield from in_order(pool, _score, items, params, processes)
+
+
+def in_order(pool: Executor, score: Callable[[pd.DataFrame, Any], pd.DataFrame],
+             items: Iterable[tuple[Any, pd.DataFrame]], params: Any, ahead: int
+             ) -> Iterator[tuple[Any, pd.DataFrame]]:
+    """(key, score(frame, params)) of each (key, frame) of `items`, run on `pool` (threads or
+    processes), yielded in the items' order with at most `ahead` + 1 frames submitted and not
+    yet yielded: memory bounded by the chunk size. What has not started when the caller stops
+    or an error comes is cancelled."""
     pending: deque = deque()
     try:
         for key, frame in items:
-            pending.append((key, pool.submit(_score, frame, params)))
-            while len(pending) > processes:
+            pending.append((key, pool.submit(score, frame, params)))
+            while len(pending) > ahead:
                 done_key, future = pending.popleft()
                 yield done_key, future.result()
         while pending:
             done_key, future = pending.popleft()
             yield done_key, future.result()
-    finally:  # an error or a caller that stops early: drop what has not started
+    finally:
         for _, future in pending:
             future.cancel()
