@@ -52,6 +52,7 @@ from scoring_setup import (
     load_curves,
     load_model,
     model_uri,
+    resolve,
     run_benchmark,
     score_mode,
     with_spline_chunk,
@@ -261,7 +262,31 @@ def main() -> None:
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() after loading the model and data (what the pyfunc's "
                              "load_context could do): full collections then skip those objects")
-    run_benchmark(parser.parse_args(), run_all, "rrlfeh-score-bench-")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="say so and stop where --model-uri is not registered (make bench: "
+                             "the real-data champion exists after make realdata only)")
+    args = parser.parse_args()
+    if args.skip_missing and args.ensemble == "champion" and not registered(args):
+        print(f"{args.model_uri} is not in {args.tracking_uri}: skipped (make realdata "
+              "registers the real-data champion)")
+        return
+    run_benchmark(args, run_all, "rrlfeh-score-bench-")
+
+
+def registered(args: argparse.Namespace) -> bool:
+    """Whether `--model-uri` (models:/name@alias) resolves in `--tracking-uri`'s registry."""
+    from scoring_setup import registry_missing
+
+    if registry_missing(args.tracking_uri):
+        return False
+    import mlflow
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    try:
+        resolve(args.model_uri)
+    except Exception:  # noqa: BLE001 - no such model or alias
+        return False
+    return True
 
 
 if __name__ == "__main__":
