@@ -4,6 +4,8 @@ the alias moves), with the version named for the logs and the outputs."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -25,19 +27,27 @@ def resolve(uri: str) -> ResolvedModel:
     """The registry version behind `uri`; FileNotFoundError naming the URI when the registry
     has no such model or alias."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     if not uri.startswith("models:/"):
         return ResolvedModel(uri, uri, "?")
     name, _, rest = uri.removeprefix("models:/").partition("@")
-    try:
-        if rest:
+    if rest:
+        with _not_in_registry(uri):
             version = str(mlflow.MlflowClient().get_model_version_by_alias(name, rest).version)
-            return ResolvedModel(uri, f"models:/{name}/{version}", version)
+        return ResolvedModel(uri, f"models:/{name}/{version}", version)
+    return ResolvedModel(uri, uri, uri.rsplit("/", 1)[-1])
+
+
+@contextlib.contextmanager
+def _not_in_registry(uri: str) -> Iterator[None]:
+    """MLflow's error inside the block as FileNotFoundError naming `uri` and what to run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
     except MlflowException as exc:
         raise FileNotFoundError(f"cannot load {uri} from the registry ({str(exc)[:200]}); run "
                                 "`rrlfeh register` (dvc repro register)") from exc
-    return ResolvedModel(uri, uri, uri.rsplit("/", 1)[-1])
 
 
 def load(uri: str):
@@ -50,23 +60,15 @@ def load_resolved(model: ResolvedModel):
     """The pyfunc model at `model.pinned` (FileNotFoundError naming the URI when it cannot be
     loaded)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    try:
+    with _not_in_registry(model.uri):
         return mlflow.pyfunc.load_model(model.pinned)
-    except MlflowException as exc:
-        raise FileNotFoundError(f"cannot load {model.uri} from the registry ({str(exc)[:200]}); "
-                                "run `rrlfeh register` (dvc repro register)") from exc
 
 
 def model_uuid(model: ResolvedModel) -> str:
     """The uuid of the model at `model.pinned`, from its MLmodel file alone (no TensorFlow:
     what a process that only hands chunks to workers needs; FileNotFoundError as `load`)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    try:
+    with _not_in_registry(model.uri):
         return str(mlflow.models.get_model_info(model.pinned).model_uuid)
-    except MlflowException as exc:
-        raise FileNotFoundError(f"cannot load {model.uri} from the registry ({str(exc)[:200]}); "
-                                "run `rrlfeh register` (dvc repro register)") from exc

@@ -44,7 +44,7 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
     import mlflow
     from tqdm import tqdm
 
-    from rrlfeh.serving.model_uri import load
+    from rrlfeh.serving.model_uri import load_resolved, resolve
     from rrlfeh.serving.pyfunc import RequestRejected, predict_chunks
     from rrlfeh.serving.workers import worker_count
     from rrlfeh.training.tracking import TrackingSettings
@@ -53,14 +53,16 @@ def run(input_path: Path, output: Path, model_uri: str, tracking: Mapping[str, A
         raise ValueError(f"{output}: the output must be .csv or .parquet")
     frame = read_input(input_path)
     mlflow.set_tracking_uri(TrackingSettings.from_params(tracking, root).uri)
-    model, resolved = load(model_uri)
+    resolved = resolve(model_uri)
+    n_stars = frame["source_id"].nunique() if "source_id" in frame.columns else 0
+    workers = worker_count(processes, n_stars, max(1, chunk_stars))
+    # the model in this process only where it scores here (workers load their own)
+    model = load_resolved(resolved) if workers == 1 else None
     log.info("predict: model %s", resolved.describe())
     parts = []
-    n_stars = frame["source_id"].nunique() if "source_id" in frame.columns else 0
     with tqdm(total=n_stars, desc="predict", unit="star", mininterval=2.0) as bar:
         chunks = ((None, chunk) for chunk in star_chunks(frame, max(1, chunk_stars)))
         try:
-            workers = worker_count(processes, n_stars, max(1, chunk_stars))
             for _, out in predict_chunks(model, chunks, {"derive_n_jobs": int(n_jobs)},
                                          threads=threads, processes=workers,
                                          source=resolved.pinned):
