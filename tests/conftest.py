@@ -227,7 +227,7 @@ def _pipeline_project(work: Path) -> list[str]:
         params["reference"].update(max_epochs=None, patience=None)  # the tiny budget's
         params["preprocess"]["augment"]["copies"] = 1  # the sparse-copy path, at half the cost
         params["sparse"]["n_draws"] = 2
-        params["train"]["period_error"].update(stars=40, draws=1)
+        params["train"]["period_error"]["stars"] = 40
 
     clone_project(work, small)
     return ["dvc", "repro"]

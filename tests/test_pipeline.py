@@ -170,6 +170,28 @@ def test_final_model_is_the_fold_ensemble_with_a_spread(workdir: Path):
     assert train["RRab"]["n_members"] == 4
 
 
+def test_copies_epochs_are_kept_and_scored_without_a_period(workdir: Path):
+    """preprocess writes every kept sparse copy's epochs (a subset of its star's clean ones);
+    train scores the calibration curves, copies included, with and without their period."""
+    from rrlfeh.training.arrays import load_training_set
+
+    copies = pd.read_parquet(workdir / "data/processed/copies.parquet")
+    raw = pd.read_parquet(workdir / "data/raw/epochs.parquet")
+    clean = raw.loc[~raw["rejected"], ["source_id", "transit_id"]]
+    for kind in ("RRab", "RRc"):
+        data = load_training_set(workdir / f"data/processed/{kind}.npz", kind)
+        made = {(int(s), int(k)) for s, k in zip(data.source_id[data.is_copy],
+                                                 data.copy[data.is_copy], strict=True)}
+        mine = copies[copies["source_id"].isin(data.source_id)]
+        assert set(zip(mine["source_id"], mine["copy"], strict=True)) == made and made
+        eb = json.loads((workdir / f"models/final/{kind}/manifest.json").read_text())[
+            "error_bins"]
+        assert 0 < eb["period_shift_scored"] <= eb["period_shift_subsets"]
+        assert sum(eb["n_period_shifts"]) == eb["period_shift_scored"]
+    inside = copies.merge(clean, on=["source_id", "transit_id"], how="left", indicator=True)
+    assert (inside["_merge"] == "both").all()
+
+
 def test_a_stopped_crossval_resumes_only_the_missing_fold(workdir: Path, tmp_path: Path):
     work = tmp_path / "resume"
     shutil.copytree(workdir, work, symlinks=True)

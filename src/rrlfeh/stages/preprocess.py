@@ -29,6 +29,8 @@ from rrlfeh.weights import feh_strata, kde_weights, stratified_split
 
 log = logging.getLogger(__name__)
 
+COPY_EPOCHS = "copies.parquet"  # the kept sparse copies' epochs (train's period-error rows)
+
 
 def test_split(strata: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of the stratified test split: set aside here, before any search or fit, and
@@ -80,15 +82,16 @@ def training_arrays(pc: ProcessedCurves, feh: np.ndarray, *, weights: Mapping[st
 def with_copies(arrays: dict[str, np.ndarray], stars: pd.DataFrame, epochs: pd.DataFrame,
                 process, s: AugmentSettings, channels: Sequence[str],
                 bank: TemplateBank | None = None
-                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays with the sparse copies of every training star appended (`augment`), and what
-    became of the copies (made, kept, refused by the preprocessing and why). A copy never
-    matches its own star's template in `bank`."""
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any], pd.DataFrame]:
+    """The arrays with the sparse copies of every training star appended (`augment`), what
+    became of the copies (made, kept, refused by the preprocessing and why) and the kept
+    copies' epochs (`copy_epochs`). A copy never matches its own star's template in `bank`."""
     train_ids = arrays["source_id"][~arrays["is_test"]]
     train_stars = stars[stars["source_id"].isin(train_ids)]
     copy_epochs, copies = sparse_copies(epochs, train_stars, s)
     if copies.empty:
-        return arrays, {"n_made": 0, "n_kept": 0, "refused_by_reason": {}}
+        return (arrays, {"n_made": 0, "n_kept": 0, "refused_by_reason": {}},
+                no_copy_epochs(epochs))
     pc, rej = process(copy_epochs, copies, templates=bank,
                       template_exclude=copies["origin"].to_numpy(np.int64))
     made = copies.set_index("source_id").loc[pc.source_id]
@@ -96,10 +99,27 @@ def with_copies(arrays: dict[str, np.ndarray], stars: pd.DataFrame, epochs: pd.D
                         made["copy"].to_numpy(), s.copy_weight,
                         [k for k in curve_arrays(pc, channels) if k != "source_id"])
     refused = rej.drop_duplicates("source_id")["reason"]
+    kept = copy_epochs_of(copy_epochs, copies[copies["source_id"].isin(pc.source_id)])
     return out, {"n_made": len(copies), "n_kept": len(pc),
                  "refused_by_reason": reason_counts(refused),
                  "kept_by_size": {int(k): int(v) for k, v in
-                                  made["n_subset"].value_counts().sort_index().items()}}
+                                  made["n_subset"].value_counts().sort_index().items()}}, kept
+
+
+def copy_epochs_of(copy_epochs: pd.DataFrame, copies: pd.DataFrame) -> pd.DataFrame:
+    """The epochs of the copies `copies` (sparse_copies' rows) under their star's source_id
+    and their number `copy` (as the training arrays name them): what `train` sends again to
+    calibrate `feh_std` without a period on the very curves it was calibrated on."""
+    ids = copies.set_index("source_id")
+    rows = copy_epochs[copy_epochs["source_id"].isin(ids.index)]
+    at = ids.reindex(rows["source_id"].to_numpy())
+    return rows.assign(source_id=at["origin"].to_numpy(np.int64),
+                       copy=at["copy"].to_numpy(np.int64)).reset_index(drop=True)
+
+
+def no_copy_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
+    """`copy_epochs_of`'s columns without rows."""
+    return epochs.iloc[:0].assign(copy=np.zeros(0, np.int64))
 
 
 def save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> Path:
@@ -257,7 +277,7 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
     parts = (from_raw(raw_dir, validated, p, fourier) if source == "raw"
              else from_folded(root, p, fourier))
     metrics: dict[str, Any] = {"source": source, "by_type": {}}
-    arrays, rejected, all_stars = {}, [], []
+    arrays, rejected, all_stars, copy_epochs = {}, [], [], []
     t0 = time.perf_counter()
     augment = AugmentSettings.from_params(p.get("augment"))
     for kind, stars, pc, rej, raw in parts:
@@ -277,8 +297,9 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
                      len(bank))
         copies: dict[str, Any] = {"n_made": 0, "n_kept": 0}
         if augment.copies > 0 and raw is not None and len(pc):
-            arrays[kind], copies = with_copies(arrays[kind], stars, raw[0], raw[1], augment,
-                                               channels, bank)
+            arrays[kind], copies, kept = with_copies(arrays[kind], stars, raw[0], raw[1],
+                                                     augment, channels, bank)
+            copy_epochs.append(kept)
             log.info("preprocess %s: %d sparse copies of the training stars kept of %d made "
                      "(%s epochs)", kind, copies["n_kept"], copies["n_made"],
                      "/".join(map(str, augment.n_epochs)))
@@ -301,6 +322,10 @@ def run(raw_dir: Path, validated: Path, p: Mapping[str, Any], root: Path,
         t0 = time.perf_counter()
     rej = pd.concat(rejected, ignore_index=True)
     write_parquet(schema.conform(rej, schema.REJECTED, "rejected"), out_dir / "rejected.parquet")
+    write_parquet(pd.concat(copy_epochs, ignore_index=True) if copy_epochs
+                  else pd.DataFrame({"source_id": np.zeros(0, np.int64),
+                                     "copy": np.zeros(0, np.int64)}),
+                  out_dir / COPY_EPOCHS)
     metrics["rejected_by_reason"] = reason_counts(rej["reason"])
     figures(pd.concat(all_stars, ignore_index=True), arrays, root / p.get("figures_dir",
                                                                           "reports/figures"))

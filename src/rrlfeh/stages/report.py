@@ -382,11 +382,12 @@ def _error_bins_table(eb: dict[str, Any] | None) -> list[str]:
                "gets."]
     if derived:
         md += ["", f"Without a period (`train.period_error`): {eb['period_shift_scored']} of "
-               f"{eb['period_shift_subsets']} subsets of training stars with ≥ "
-               f"{eb['copies_min_origin_epochs']} epochs (all types), cut as the copies are, "
-               "were scored by this type's model with and without their period; the shift "
-               "between the two (no label needed) is added to the bin's out-of-fold residuals, "
-               "and s set so that ±1 holds 68 % of the sums (`period_error.derived_sigmas`)."
+               f"the {eb['period_shift_subsets']} curves above (the sparse copies and own "
+               "curves the calibration holds) were scored by this type's model with and without "
+               "their period; each curve's shift between the two (no label needed) is added to "
+               "its own out-of-fold residual, and s set so that ±1 holds 68 % of the sums "
+               "(`period_error.derived_sigmas`): a curve the period search refuses is left out, "
+               "and a poorly sampled curve keeps its larger residual and shift together."
                + (" Held-out half, no period: the same, calibrated on one half of the stars "
                   "and judged on the other half's sums (`period_error.held_out_derived_coverage`)."
                   if held_derived else "")]

@@ -224,17 +224,20 @@ def evaluate_test(ens: Ensemble, test, template_epochs: float
 def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_dir: Path,
                            processed_dir: Path, params: Mapping[str, Any], root: Path,
                            metrics: dict[str, Any]) -> None:
-    """`feh_std` of stars scored without a period (rrlfeh.training.period_error): training
-    stars with a dense curve of their own, cut as the copies are, scored by the model just
-    built with and without their period; each type's manifest and metrics get the scatter per
-    bin for period-derived rows."""
+    """`feh_std` of stars scored without a period (rrlfeh.training.period_error): the curves
+    `feh_std` was calibrated on (the sparse copies and own curves of at most
+    `period_error.stars` training stars a type) scored by the model just built with and
+    without their period; each type's manifest and metrics get the scatter per bin for
+    period-derived rows, from each curve's residual plus its own shift."""
     import tempfile
 
     from rrlfeh import config
     from rrlfeh.serving.pipeline import ScoringModel
     from rrlfeh.serving.registry import build_model_folder
     from rrlfeh.sparse_requests import read_bands
+    from rrlfeh.stages.preprocess import COPY_EPOCHS
     from rrlfeh.training.period_error import (
+        calibration_subsets,
         derived_sigmas,
         held_out_derived_coverage,
         period_shifts,
@@ -248,10 +251,16 @@ def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_d
         log.info("train: no period-error calibration for folded curves (no epochs in time)")
         return
     rng = np.random.default_rng(int(pe["seed"]))
-    ids = np.concatenate([np.sort(rng.permutation(v[3])[:int(pe["stars"])])
-                          for v in oof_rows.values()]).astype(np.int64)
+    # the calibration rows of at most `stars` stars a type, every curve of each
+    chosen_rows = {kind: np.isin(v[3], rng.permutation(np.unique(v[3]))[:int(pe["stars"])])
+                   for kind, v in oof_rows.items()}
+    star = np.concatenate([v[3][chosen_rows[k]] for k, v in oof_rows.items()])
+    copy = np.concatenate([v[4][chosen_rows[k]] for k, v in oof_rows.items()])
+    ids = np.unique(star).astype(np.int64)
     epochs = pd.read_parquet(acq.out_dir / "epochs.parquet",
                              filters=[("source_id", "in", ids.tolist())])
+    copies = pd.read_parquet(processed_dir / COPY_EPOCHS)
+    subsets, chosen = calibration_subsets(star, copy, copies, epochs)
     stars = pd.read_parquet(acq.out_dir / "stars.parquet",
                             columns=["source_id", "period", "epoch_max", "type"])
     bands = None
@@ -261,24 +270,27 @@ def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_d
     with tempfile.TemporaryDirectory() as tmp:
         build_model_folder(out_dir, processed_dir, params, Path(tmp) / "model")
         model = ScoringModel.load(Path(tmp) / "model")
-        shifts = period_shifts(model, epochs, stars, ids,
-                               config.section(pre, "augment")["n_epochs"], int(pe["draws"]),
-                               int(pe["seed"]), int(t["calibrate_min_epochs"]), bands,
+        shifts = period_shifts(model, subsets, chosen, stars, bands,
                                int(config.section(params, "acquire").get("derive", {})
                                    .get("n_jobs", 1)))
-    for kind, (res, spread, bins, _, star) in oof_rows.items():
+    # each calibration row's own shift (NaN: not chosen, or not scored both ways)
+    shift = np.full(star.size, np.nan)
+    shift[shifts["subset_id"].to_numpy(np.int64)] = shifts["shift"].to_numpy(float)
+    at = 0
+    for kind, (res, spread, bins, cal_star, _) in oof_rows.items():
+        mine = np.full(res.size, np.nan)
+        mine[chosen_rows[kind]] = shift[at:at + int(chosen_rows[kind].sum())]
+        at += int(chosen_rows[kind].sum())
         path = out_dir / kind / MANIFEST
         manifest = json.loads(path.read_text())
         eb = manifest["error_bins"]
-        mine = shifts[shifts["type"] == kind]
-        sig, within, counts = derived_sigmas(res, spread, bins, mine, eb["edges"], eb["sigma"],
-                                             int(pe["seed"]))
-        held = held_out_derived_coverage(res, spread, bins, star, mine, eb["edges"],
-                                         int(pe["seed"]), HELD_OUT_SEED)
+        sig, within, counts = derived_sigmas(res, spread, bins, mine, eb["sigma"])
+        held = held_out_derived_coverage(res, spread, bins, cal_star, mine, len(eb["sigma"]),
+                                         HELD_OUT_SEED)
         eb.update(sigma_period_derived=sig, coverage_period_derived=within,
                   coverage_period_derived_held_out=held,
-                  n_period_shifts=counts, period_shift_subsets=int(len(shifts)),
-                  period_shift_scored=int(np.isfinite(mine["shift"].to_numpy(float)).sum()))
+                  n_period_shifts=counts, period_shift_subsets=int(chosen_rows[kind].sum()),
+                  period_shift_scored=int(np.isfinite(mine).sum()))
         write_json(manifest, path)
         metrics[kind]["error_bins"] = eb
         log.info("%s: feh_std without a period, per bin: %s (with it: %s) from %d shifts",
@@ -360,8 +372,8 @@ def run(crossval_dir: Path, processed_dir: Path, params: Mapping[str, Any], root
         # the period-derived rows' calibration starts from the per-star part with the period
         oof_rows[kind] = (res_cal,
                           quality_spread(spread[cal], quality[cal], scale, bins[cal]), bins[cal],
-                          data.source_id[~data.is_copy & (data.n_epochs >= min_origin)],
-                          data.source_id[cal])
+                          data.source_id[cal],
+                          (np.zeros(len(data), int) if data.copy is None else data.copy)[cal])
         test = load_training_set(processed, kind, part="test")
         m = {"n_members": len(manifest["members"]), "n_stars": int(own.sum()),
              "in_sample": {k: v for k, v in fit_m.items() if k != "n"},
