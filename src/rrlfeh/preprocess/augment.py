@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+COPY_EPOCHS = "copies.parquet"  # the kept copies' epochs, beside the arrays (train's no-period
+                                # calibration scores exactly those curves again)
+
 
 @dataclass(frozen=True)
 class AugmentSettings:

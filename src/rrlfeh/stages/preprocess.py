@@ -21,7 +21,12 @@ import pandas as pd
 from rrlfeh.data import schema
 from rrlfeh.io import atomic_path, write_json, write_parquet
 from rrlfeh.lightcurve.templates import TemplateBank, build_bank
-from rrlfeh.preprocess.augment import AugmentSettings, append_copies, sparse_copies
+from rrlfeh.preprocess.augment import (
+    COPY_EPOCHS,
+    AugmentSettings,
+    append_copies,
+    sparse_copies,
+)
 from rrlfeh.preprocess.curves import ProcessedCurves, preprocess_folded, preprocess_tables
 from rrlfeh.preprocess.network_input import CHANNELS, network_input, star_values, uses_period
 from rrlfeh.reasons import reason_counts
@@ -29,7 +34,6 @@ from rrlfeh.weights import feh_strata, kde_weights, stratified_split
 
 log = logging.getLogger(__name__)
 
-COPY_EPOCHS = "copies.parquet"  # the kept sparse copies' epochs (train's period-error rows)
 
 
 def test_split(strata: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -232,10 +232,10 @@ def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_d
     import tempfile
 
     from rrlfeh import config
+    from rrlfeh.preprocess.augment import COPY_EPOCHS
     from rrlfeh.serving.pipeline import ScoringModel
     from rrlfeh.serving.registry import build_model_folder
     from rrlfeh.sparse_requests import read_bands
-    from rrlfeh.stages.preprocess import COPY_EPOCHS
     from rrlfeh.training.period_error import (
         calibration_subsets,
         derived_sigmas,
