@@ -54,7 +54,10 @@ def test_skip_path_carries_the_first_steps_channels_to_the_output():
 
 def test_keras_weighted_metrics_agree_with_ours():
     """The loss and wRMSE that Keras reports in fit/evaluate are the KDE-weighted ones."""
-    rng = np.random.default_rng(0)
+    import keras
+
+    keras.utils.set_random_seed(0)  # the network's initial weights: an unseeded draw can leave
+    rng = np.random.default_rng(0)  # wRMSE within 0.1 % of RMSE (seen once in CI)
     x = rng.normal(size=(64, 30, 2)).astype("float32")
     y = rng.normal(-1.5, 0.5, 64).astype("float32")
     w = rng.uniform(0.1, 4.0, 64).astype("float32")

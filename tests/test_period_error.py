@@ -135,3 +135,8 @@ def test_calibration_subsets_are_the_calibration_curves_themselves():
         assert np.array_equal(got, want)
     assert list(chosen.columns) == ["subset_id", *epochs.columns]
     assert not chosen["rejected"].any()
+    # no copies made (augment.copies 0: preprocess writes only the key columns): own curves
+    none = pd.DataFrame({"source_id": np.zeros(0, np.int64), "copy": np.zeros(0, np.int64)})
+    subsets, chosen = calibration_subsets(star, copy, none, epochs)
+    assert subsets["cut"].tolist() == ["full", "full"]
+    assert subsets["subset_id"].tolist() == [2, 3]
