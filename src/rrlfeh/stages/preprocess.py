@@ -35,7 +35,6 @@ from rrlfeh.weights import feh_strata, kde_weights, stratified_split
 log = logging.getLogger(__name__)
 
 
-
 def test_split(strata: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of the stratified test split: set aside here, before any search or fit, and
     used once, by `train`, to report the final model (never to choose anything)."""
@@ -95,7 +94,7 @@ def with_copies(arrays: dict[str, np.ndarray], stars: pd.DataFrame, epochs: pd.D
     copy_epochs, copies = sparse_copies(epochs, train_stars, s)
     if copies.empty:
         return (arrays, {"n_made": 0, "n_kept": 0, "refused_by_reason": {}},
-                no_copy_epochs(epochs))
+                copy_epochs_of(copy_epochs, copies.set_index("source_id")))
     pc, rej = process(copy_epochs, copies, templates=bank,
                       template_exclude=copies["origin"].to_numpy(np.int64))
     made = copies.set_index("source_id").loc[pc.source_id]
@@ -103,27 +102,22 @@ def with_copies(arrays: dict[str, np.ndarray], stars: pd.DataFrame, epochs: pd.D
                         made["copy"].to_numpy(), s.copy_weight,
                         [k for k in curve_arrays(pc, channels) if k != "source_id"])
     refused = rej.drop_duplicates("source_id")["reason"]
-    kept = copy_epochs_of(copy_epochs, copies[copies["source_id"].isin(pc.source_id)])
+    kept = copy_epochs_of(copy_epochs, made)
     return out, {"n_made": len(copies), "n_kept": len(pc),
                  "refused_by_reason": reason_counts(refused),
                  "kept_by_size": {int(k): int(v) for k, v in
                                   made["n_subset"].value_counts().sort_index().items()}}, kept
 
 
-def copy_epochs_of(copy_epochs: pd.DataFrame, copies: pd.DataFrame) -> pd.DataFrame:
-    """The epochs of the copies `copies` (sparse_copies' rows) under their star's source_id
-    and their number `copy` (as the training arrays name them): what `train` sends again to
-    calibrate `feh_std` without a period on the very curves it was calibrated on."""
-    ids = copies.set_index("source_id")
-    rows = copy_epochs[copy_epochs["source_id"].isin(ids.index)]
-    at = ids.reindex(rows["source_id"].to_numpy())
+def copy_epochs_of(copy_epochs: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """The epochs of the copies `kept` (sparse_copies' rows indexed by the copy's id) under
+    their star's source_id and their number `copy` (as the training arrays name them): what
+    `train` sends again to calibrate `feh_std` without a period on the very curves it was
+    calibrated on."""
+    rows = copy_epochs[copy_epochs["source_id"].isin(kept.index)]
+    at = kept.reindex(rows["source_id"].to_numpy())
     return rows.assign(source_id=at["origin"].to_numpy(np.int64),
                        copy=at["copy"].to_numpy(np.int64)).reset_index(drop=True)
-
-
-def no_copy_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
-    """`copy_epochs_of`'s columns without rows."""
-    return epochs.iloc[:0].assign(copy=np.zeros(0, np.int64))
 
 
 def save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> Path:

@@ -256,6 +256,7 @@ def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_d
                    for kind, v in oof_rows.items()}
     star = np.concatenate([v[3][chosen_rows[k]] for k, v in oof_rows.items()])
     copy = np.concatenate([v[4][chosen_rows[k]] for k, v in oof_rows.items()])
+    of_kind = np.concatenate([[k] * int(m.sum()) for k, m in chosen_rows.items()])
     ids = np.unique(star).astype(np.int64)
     epochs = pd.read_parquet(acq.out_dir / "epochs.parquet",
                              filters=[("source_id", "in", ids.tolist())])
@@ -276,11 +277,9 @@ def calibrate_period_error(oof_rows: Mapping[str, tuple[np.ndarray, ...]], out_d
     # each calibration row's own shift (NaN: not chosen, or not scored both ways)
     shift = np.full(star.size, np.nan)
     shift[shifts["subset_id"].to_numpy(np.int64)] = shifts["shift"].to_numpy(float)
-    at = 0
     for kind, (res, spread, bins, cal_star, _) in oof_rows.items():
         mine = np.full(res.size, np.nan)
-        mine[chosen_rows[kind]] = shift[at:at + int(chosen_rows[kind].sum())]
-        at += int(chosen_rows[kind].sum())
+        mine[chosen_rows[kind]] = shift[of_kind == kind]
         path = out_dir / kind / MANIFEST
         manifest = json.loads(path.read_text())
         eb = manifest["error_bins"]

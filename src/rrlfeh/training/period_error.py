@@ -42,9 +42,9 @@ def calibration_subsets(star: np.ndarray, copy: np.ndarray, copies: pd.DataFrame
     clean = epochs.loc[~epochs["rejected"].to_numpy(bool)].drop(columns=["rejected"])
     own = rows[rows["copy"] == 0].merge(clean, on="source_id")
     cols = [c for c in clean.columns if c != "source_id"]
-    made = (rows[rows["copy"] > 0].merge(copies[["source_id", "copy", *cols]],
-                                         on=["source_id", "copy"])
-            if len(copies) else own.iloc[:0])  # no copies made (augment.copies 0)
+    # (a run without copies writes only the key columns: no rows to take the others from)
+    made = rows[rows["copy"] > 0].merge(copies.reindex(columns=["source_id", "copy", *cols]),
+                                        on=["source_id", "copy"])
     chosen = pd.concat([own, made], ignore_index=True)
     x = "time" if "time" in chosen.columns else "phase"
     chosen = chosen.sort_values(["subset_id", x], kind="stable", ignore_index=True)
